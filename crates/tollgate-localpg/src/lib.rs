@@ -1,0 +1,26 @@
+//! Starts a throwaway PostgreSQL server from the installed binaries in a temp dir.
+//!
+//! Used by `tollgate quickstart`, the end-to-end tests and the benchmark harness. Works as
+//! root too: the server then runs as `nobody` (see [`as_server_user`]).
+
+mod binaries;
+pub mod certs;
+mod cluster;
+mod conf;
+mod error;
+mod initdb;
+mod layout;
+mod options;
+mod port;
+mod postmaster;
+mod privilege;
+mod psql;
+mod readiness;
+mod roles;
+mod server_log;
+
+pub use binaries::{find_bin, BINDIR_ENV};
+pub use cluster::Cluster;
+pub use error::LocalPgError;
+pub use options::ClusterOptions;
+pub use privilege::{as_server_user, is_root};

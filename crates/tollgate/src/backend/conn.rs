@@ -1,0 +1,165 @@
+//! One logged-in connection to the database, as the pool holds it and a session borrows it.
+
+use super::BackendError;
+use crate::params::ParamSet;
+use crate::pool::Slot;
+use crate::stream::Stream;
+use bytes::{Buf, Bytes, BytesMut};
+use std::task::Context;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tollgate_wire::{backend, build, frame, TxStatus};
+
+/// Largest message accepted on the control path (login, SET, reset); relayed traffic streams.
+pub const CONTROL_MAX_MESSAGE: usize = 1 << 20;
+
+/// The key to cancel whatever this connection runs, as the server issued it (BackendKeyData).
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    /// Server process id.
+    pub process_id: i32,
+    /// Server's secret key.
+    pub secret: Bytes,
+}
+
+/// A logged-in backend connection.
+pub struct ServerConn {
+    /// The socket.
+    pub stream: Stream,
+    /// Bytes read from the server and not yet handled.
+    pub rbuf: BytesMut,
+    /// Settings as this backend holds them (from ParameterStatus and our own SETs).
+    pub params: ParamSet,
+    /// Names of settings we SET that the server does not report (to RESET for the next client).
+    pub extras: Vec<String>,
+    /// How to cancel its current query.
+    pub cancel: CancelTarget,
+    /// Process-unique id for logs.
+    pub id: u64,
+    /// When it logged in (server_lifetime).
+    pub created: Instant,
+    /// When it was last returned to the pool (server_idle_timeout).
+    pub idle_since: Instant,
+    /// Transaction status from the last ReadyForQuery.
+    pub tx_status: TxStatus,
+    /// Set when its state is unknown (I/O error, protocol surprise): never lend it again.
+    pub broken: bool,
+    /// The pool place it occupies; released when the connection is dropped.
+    pub slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("id", &self.id)
+            .field("pid", &self.cancel.process_id)
+            .finish()
+    }
+}
+
+impl ServerConn {
+    /// Reads one whole message (control path only).
+    pub async fn read_message(&mut self) -> Result<frame::Message, BackendError> {
+        loop {
+            if let Some(m) = frame::read_message(&mut self.rbuf, CONTROL_MAX_MESSAGE)? {
+                return Ok(m);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(BackendError::Closed);
+            }
+        }
+    }
+
+    /// Writes raw protocol bytes.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Runs SQL with the simple query protocol, swallowing its output; returns the first column
+    /// of the first row (for SHOW). ParameterStatus updates are recorded. Any failure other than
+    /// the server's own ErrorResponse marks the connection broken.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        let result = self.simple_query_inner(sql).await;
+        if let Err(e) = &result {
+            if !e.is_server_error() {
+                self.broken = true;
+            }
+        }
+        result
+    }
+
+    async fn simple_query_inner(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        let mut out = BytesMut::new();
+        build::query(&mut out, sql);
+        self.write_all(&out).await?;
+        let mut first = None;
+        let mut error = None;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                backend::tag::READY_FOR_QUERY => {
+                    self.tx_status = backend::parse_ready_for_query(&msg.body)?;
+                    return match error {
+                        Some(e) => Err(BackendError::Server(e)),
+                        None => Ok(first),
+                    };
+                }
+                backend::tag::PARAMETER_STATUS => {
+                    let (k, v) = backend::parse_parameter_status(&msg.body)?;
+                    self.params.set(k, v);
+                }
+                backend::tag::ERROR_RESPONSE => {
+                    error = Some(backend::parse_error_fields(&msg.body)?)
+                }
+                backend::tag::DATA_ROW if first.is_none() => first = first_column(&msg.body),
+                backend::tag::COPY_IN_RESPONSE
+                | backend::tag::COPY_OUT_RESPONSE
+                | backend::tag::COPY_BOTH_RESPONSE => {
+                    return Err(BackendError::Protocol(
+                        "a control query started COPY".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Cheap liveness check for an idle connection: the server sends nothing unprompted to an
+    /// idle session except a termination notice, so readable bytes or EOF mean it is gone.
+    pub fn looks_alive(&mut self) -> bool {
+        if self.broken || !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut scratch = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut scratch);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending()
+    }
+
+    /// Sends Terminate so the server ends the session cleanly; errors are irrelevant here.
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        build::terminate(&mut out);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// First column of a DataRow as text ("Message Formats": DataRow).
+fn first_column(body: &[u8]) -> Option<String> {
+    let mut b = body;
+    if b.remaining() < 6 || b.get_i16() < 1 {
+        return None;
+    }
+    let len = b.get_i32();
+    let len = usize::try_from(len).ok()?;
+    b.get(..len)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+}

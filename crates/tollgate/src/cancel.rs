@@ -1,0 +1,127 @@
+//! Query cancellation. Each client gets a BackendKeyData issued by Tollgate; a CancelRequest
+//! carrying it is forwarded to whichever backend serves that client at that moment
+//! ("Canceling Requests in Progress"). A wrong key, or a client with no backend, does nothing,
+//! and the requester learns nothing either way (the connection just closes, as PostgreSQL does).
+
+use crate::backend::CancelTarget;
+use crate::pool::global::lock;
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+struct Entry {
+    secret: [u8; 4],
+    target: Option<CancelTarget>,
+}
+
+/// Keys Tollgate issued, and the backend each client currently holds.
+#[derive(Default)]
+pub struct CancelRegistry {
+    map: Mutex<HashMap<i32, Entry>>,
+}
+
+/// A client's key; removes itself from the registry when the session ends.
+pub struct CancelKey<'a> {
+    registry: &'a CancelRegistry,
+    /// The process id the client was told.
+    pub process_id: i32,
+    /// The secret the client was told.
+    pub secret: [u8; 4],
+}
+
+impl CancelRegistry {
+    /// Issues a fresh random key for a new client.
+    pub fn issue(&self) -> CancelKey<'_> {
+        let mut rng = rand::rng();
+        let mut map = lock(&self.map);
+        loop {
+            let pid: i32 = rng.random_range(1..i32::MAX);
+            if map.contains_key(&pid) {
+                continue;
+            }
+            let secret: [u8; 4] = rng.random();
+            map.insert(
+                pid,
+                Entry {
+                    secret,
+                    target: None,
+                },
+            );
+            return CancelKey {
+                registry: self,
+                process_id: pid,
+                secret,
+            };
+        }
+    }
+
+    /// The backend to cancel for this key, if the key is genuine and the client holds one.
+    pub fn lookup(&self, process_id: i32, secret: &[u8]) -> Option<CancelTarget> {
+        let map = lock(&self.map);
+        let entry = map.get(&process_id)?;
+        if !tollgate_auth::ct_eq(&entry.secret, secret) {
+            return None;
+        }
+        entry.target.clone()
+    }
+
+    /// Number of live keys (connected clients).
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CancelKey<'_> {
+    /// Points this client's key at the backend it now holds (or none).
+    pub fn set_target(&self, target: Option<CancelTarget>) {
+        if let Some(e) = lock(&self.registry.map).get_mut(&self.process_id) {
+            e.target = target;
+        }
+    }
+}
+
+impl Drop for CancelKey<'_> {
+    fn drop(&mut self) {
+        lock(&self.registry.map).remove(&self.process_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn only_the_issued_key_finds_the_backend() {
+        let reg = CancelRegistry::default();
+        let key = reg.issue();
+        assert!(
+            reg.lookup(key.process_id, &key.secret).is_none(),
+            "no backend yet"
+        );
+        key.set_target(Some(CancelTarget {
+            process_id: 42,
+            secret: Bytes::from_static(b"abcd"),
+        }));
+        assert_eq!(
+            reg.lookup(key.process_id, &key.secret)
+                .map(|t| t.process_id),
+            Some(42)
+        );
+        let mut forged = key.secret;
+        forged[0] ^= 1;
+        assert!(reg.lookup(key.process_id, &forged).is_none());
+        assert!(reg
+            .lookup(key.process_id.wrapping_add(1), &key.secret)
+            .is_none());
+        let pid = key.process_id;
+        drop(key);
+        assert!(reg.lookup(pid, &[0; 4]).is_none());
+        assert!(reg.is_empty());
+    }
+}

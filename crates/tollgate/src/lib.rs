@@ -1,0 +1,24 @@
+//! Tollgate: a PostgreSQL connection pooler in the shape of Amazon RDS Proxy.
+//!
+//! A connection's path through this crate: [`server`] accepts → [`session::startup`] (TLS,
+//! cancel) → [`session::authenticate`] (policy in [`auth`]) → [`pool`] lends a
+//! [`backend::ServerConn`] → [`session::relay`] moves messages (consulting [`pin`] and
+//! [`params`]) → back to the pool. See ARCHITECTURE.md.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod logging;
+pub mod params;
+pub mod pin;
+pub mod pool;
+pub mod quickstart;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod stream;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{Server, ShutdownHandle};

@@ -1,0 +1,217 @@
+//! Run-time parameters as a client sees them (ParameterStatus) and as a backend holds them, and
+//! the SET / RESET statements that make a backend match a client in transaction mode.
+//!
+//! Why: in transaction mode a client lands on whichever backend is free; PostgreSQL reports
+//! GUC_REPORT settings ("Asynchronous Operations" in the protocol docs), so the proxy records
+//! them per client and per backend and re-applies the difference on each borrow.
+
+use std::collections::BTreeMap;
+
+/// Settings a client may change that are re-applied across backends instead of pinning.
+pub const TRACKED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "standard_conforming_strings",
+    "timezone",
+];
+
+/// Whether `name` (any case) is a tracked setting.
+pub fn is_tracked(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    TRACKED.contains(&lower.as_str())
+}
+
+/// Settings by lower-cased name, keeping the server's spelling for display.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamSet {
+    map: BTreeMap<String, (String, String)>,
+}
+
+impl ParamSet {
+    /// Records a value (from ParameterStatus, a startup packet or our own SET).
+    pub fn set(&mut self, name: &str, value: &str) {
+        let key = name.to_ascii_lowercase();
+        match self.map.get_mut(&key) {
+            Some(entry) => {
+                if entry.1 != value {
+                    entry.1 = value.to_string();
+                }
+            }
+            None => {
+                self.map.insert(key, (name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    /// Forgets a value (after RESET of a setting the server does not report).
+    pub fn remove(&mut self, name: &str) {
+        self.map.remove(&name.to_ascii_lowercase());
+    }
+
+    /// The value of `name`, any case.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.map
+            .get(&name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// (display name, value) pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map.values().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Number of settings held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Statements that turn a backend holding `have` into one matching `self` for every tracked
+    /// setting and every extra startup setting either side carries (`extras`). Empty when equal.
+    pub fn diff_sql(&self, have: &ParamSet, extras: &[String]) -> Option<String> {
+        let mut sql = String::new();
+        let keys = TRACKED
+            .iter()
+            .map(|k| k.to_string())
+            .chain(extras.iter().cloned());
+        for key in keys {
+            let want = self.map.get(&key);
+            let got = have.map.get(&key);
+            match (want, got) {
+                (Some((name, w)), Some((_, g))) if w == g => {
+                    let _ = name;
+                }
+                (Some((name, w)), _) => {
+                    sql.push_str(&format!(
+                        "SET {} TO {};",
+                        quote_ident(name),
+                        quote_literal(w)
+                    ));
+                }
+                (None, Some((name, _))) => {
+                    sql.push_str(&format!("RESET {};", quote_ident(name)));
+                }
+                (None, None) => {}
+            }
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+}
+
+/// Quotes a setting name so any name a client sent cannot break out of the statement.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a value as a standard string literal.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Whether a client-sent setting name is a plausible GUC name (letters, digits, `_`, `.`).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// Splits libpq's `options` startup value (`-c name=value`, `--name=value`) into settings.
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut words = split_options(options).into_iter();
+    while let Some(word) = words.next() {
+        let assignment = if word == "-c" {
+            words
+                .next()
+                .ok_or("`-c` at the end of options has no name=value")?
+        } else if let Some(rest) = word.strip_prefix("-c") {
+            rest.to_string()
+        } else if let Some(rest) = word.strip_prefix("--") {
+            rest.to_string()
+        } else {
+            return Err(format!("unsupported startup option {word:?}; only -c name=value and --name=value pass through Tollgate"));
+        };
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("startup option {assignment:?} is not name=value"))?;
+        let name = name.replace('-', "_");
+        if !valid_name(&name) {
+            return Err(format!(
+                "startup option name {name:?} is not a valid setting name"
+            ));
+        }
+        out.push((name, value.to_string()));
+    }
+    Ok(out)
+}
+
+/// libpq's options are space-separated with backslash escapes.
+fn split_options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_sets_tracked_and_resets_extras() {
+        let mut want = ParamSet::default();
+        want.set("TimeZone", "UTC");
+        want.set("application_name", "it's");
+        let mut have = ParamSet::default();
+        have.set("TimeZone", "Europe/Paris");
+        have.set("application_name", "it's");
+        have.set("search_path", "x");
+        let sql = want.diff_sql(&have, &["search_path".into()]).unwrap();
+        assert_eq!(sql, "SET \"TimeZone\" TO 'UTC';RESET \"search_path\";");
+        have.set("timezone", "UTC");
+        have.remove("search_path");
+        assert_eq!(want.diff_sql(&have, &["search_path".into()]), None);
+    }
+
+    #[test]
+    fn options_parse_like_libpq() {
+        let got =
+            parse_options("-c search_path=a\\ b --statement-timeout=5s -cwork_mem=4MB").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("search_path".into(), "a b".into()),
+                ("statement_timeout".into(), "5s".into()),
+                ("work_mem".into(), "4MB".into())
+            ]
+        );
+        assert!(parse_options("-X").is_err());
+        assert!(parse_options("-c \"x;drop\"=1").is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! Why a client could not get a backend connection.
+
+use crate::backend::BackendError;
+
+/// A failed borrow.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Nothing freed up within connection_borrow_timeout.
+    #[error("pool {pool} is full ({in_use} of {limit} in use{global}) and nothing freed up within {waited_secs} s; raise pool_size (or max_connections_percent) or connection_borrow_timeout, or make transactions shorter", global = if *.global_cap { " across all pools, the max_connections_percent cap" } else { "" })]
+    Exhausted {
+        /// `user/database`.
+        pool: String,
+        /// The limit that was hit.
+        limit: usize,
+        /// Connections open at the time.
+        in_use: usize,
+        /// How long the client waited.
+        waited_secs: u64,
+        /// Whether the global cap (not the pool's own limit) was the bound.
+        global_cap: bool,
+    },
+    /// Opening a new connection failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The pool is shutting down.
+    #[error("Tollgate is shutting down")]
+    ShuttingDown,
+}
+
+impl PoolError {
+    /// SQLSTATE for the client.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            PoolError::Exhausted { .. } => "53300",
+            PoolError::Backend(e) => e.sqlstate(),
+            PoolError::ShuttingDown => "57P01",
+        }
+    }
+}

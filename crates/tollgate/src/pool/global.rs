@@ -1,0 +1,137 @@
+//! The cap on backend connections across all pools (RDS Proxy's MaxConnectionsPercent and
+//! MaxIdleConnectionsPercent, as a share of the server's max_connections).
+
+use super::Pool;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Weak};
+
+/// Counters shared by every pool.
+pub struct Global {
+    max_open: AtomicUsize,
+    max_idle: AtomicUsize,
+    open: AtomicUsize,
+    idle: AtomicUsize,
+    /// Pools with clients waiting because the global cap (not their own) is reached.
+    blocked: Mutex<VecDeque<Weak<Pool>>>,
+    /// Every pool, for evicting idle connections when another pool needs the room.
+    all: Mutex<Vec<Weak<Pool>>>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            max_open: AtomicUsize::new(usize::MAX),
+            max_idle: AtomicUsize::new(usize::MAX),
+            open: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            blocked: Mutex::new(VecDeque::new()),
+            all: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the counters stay
+/// meaningful: every update is a single assignment).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Global {
+    /// Sets the caps once the server's max_connections is known.
+    pub fn set_limits(&self, max_connections: usize, open_pct: u32, idle_pct: u32) {
+        let open = (max_connections * open_pct as usize / 100).max(1);
+        let idle = max_connections * idle_pct as usize / 100;
+        self.max_open.store(open, Ordering::Relaxed);
+        self.max_idle.store(idle, Ordering::Relaxed);
+        tracing::info!(
+            max_connections,
+            max_open = open,
+            max_idle = idle,
+            "backend connection caps set"
+        );
+    }
+
+    /// The cap on open connections (usize::MAX until known).
+    pub fn max_open(&self) -> usize {
+        self.max_open.load(Ordering::Relaxed)
+    }
+
+    /// Connections open across all pools.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections across all pools.
+    pub fn idle(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn try_acquire(&self) -> bool {
+        let max = self.max_open();
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(super) fn release(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Whether one more idle connection may be kept.
+    pub(super) fn try_add_idle(&self) -> bool {
+        let max = self.max_idle.load(Ordering::Relaxed);
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(super) fn remove_idle(&self) {
+        let _ = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub(super) fn register(&self, pool: Weak<Pool>) {
+        lock(&self.all).push(pool);
+    }
+
+    pub(super) fn mark_blocked(&self, pool: Weak<Pool>) {
+        let mut blocked = lock(&self.blocked);
+        if !blocked.iter().any(|p| p.ptr_eq(&pool)) {
+            blocked.push_back(pool);
+        }
+    }
+
+    /// A global slot freed: let pools blocked on the cap use it, oldest first.
+    pub(super) fn wake_blocked(&self) {
+        loop {
+            let next = lock(&self.blocked).pop_front();
+            let Some(weak) = next else { return };
+            let Some(pool) = weak.upgrade() else { continue };
+            match pool.grant_waiters() {
+                // Still waiting on the global cap: keep its place at the front.
+                super::GrantOutcome::StillBlocked => {
+                    lock(&self.blocked).push_front(weak);
+                    return;
+                }
+                super::GrantOutcome::Done => {}
+            }
+        }
+    }
+
+    /// Closes one idle connection in a pool other than `except`, freeing a global slot.
+    pub(super) fn evict_idle_elsewhere(&self, except: &Pool) -> bool {
+        let pools: Vec<_> = lock(&self.all).iter().filter_map(Weak::upgrade).collect();
+        pools
+            .iter()
+            .filter(|p| !std::ptr::eq(p.as_ref(), except))
+            .any(|p| p.evict_one_idle())
+    }
+}

@@ -1,0 +1,512 @@
+//! Backend connection pools: one per (database, user), each bounded by `pool_size`, all
+//! together bounded by the global cap. A client that finds no free connection waits in a FIFO
+//! queue up to `connection_borrow_timeout`.
+//!
+//! Every open (or opening) connection holds a [`Slot`]; dropping the slot — however the
+//! connection ends — gives the place back and hands it to the next waiter, so counts cannot
+//! leak when a session dies mid-borrow.
+
+pub mod error;
+pub mod global;
+pub mod slot;
+
+pub use error::PoolError;
+pub use global::Global;
+pub use slot::Slot;
+
+use crate::backend::{Connector, Credential, ServerConn};
+use crate::params::ParamSet;
+use global::lock;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tollgate_wire::TxStatus;
+
+/// Limits every pool shares.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Per-pool cap.
+    pub pool_size: usize,
+    /// RDS Proxy's ConnectionBorrowTimeout.
+    pub borrow_timeout: Duration,
+    /// Replace connections older than this between transactions.
+    pub server_lifetime: Duration,
+    /// Close idle connections unused this long.
+    pub server_idle_timeout: Duration,
+    /// Global cap, percent of max_connections.
+    pub max_connections_percent: u32,
+    /// Idle kept, percent of max_connections.
+    pub max_idle_connections_percent: u32,
+}
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Database name as the backend sees it.
+    pub database: String,
+    /// User name.
+    pub user: String,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.user, self.database)
+    }
+}
+
+/// What a waiting client is handed. (Moved once per hand-off; boxing would cost an allocation.)
+#[allow(clippy::large_enum_variant)]
+enum Grant {
+    /// A ready connection.
+    Conn(ServerConn),
+    /// Room to open a new one.
+    Permit(Slot),
+}
+
+/// Result of trying to serve waiters.
+pub(crate) enum GrantOutcome {
+    /// Waiters remain that only the global cap holds back.
+    StillBlocked,
+    /// Nothing more to do.
+    Done,
+}
+
+struct State {
+    idle: VecDeque<ServerConn>,
+    /// Open plus opening connections (each holds a Slot).
+    open: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+}
+
+/// A point-in-time view of a pool, for logs and the admin console.
+#[derive(Debug, Clone)]
+pub struct PoolSnapshot {
+    /// Which pool.
+    pub key: PoolKey,
+    /// Connections open or opening.
+    pub open: usize,
+    /// Of those, idle in the pool.
+    pub idle: usize,
+    /// Clients waiting.
+    pub waiting: usize,
+}
+
+/// One (database, user) pool.
+pub struct Pool {
+    /// Which pool.
+    pub key: PoolKey,
+    settings: PoolSettings,
+    connector: Arc<Connector>,
+    global: Arc<Global>,
+    state: Mutex<State>,
+    credential: Mutex<Option<Credential>>,
+    baseline: Mutex<Option<ParamSet>>,
+    weak_self: Weak<Pool>,
+}
+
+impl Pool {
+    fn new(
+        key: PoolKey,
+        settings: PoolSettings,
+        connector: Arc<Connector>,
+        global: Arc<Global>,
+    ) -> Arc<Pool> {
+        let pool = Arc::new_cyclic(|weak| Pool {
+            key,
+            settings,
+            connector,
+            global: global.clone(),
+            state: Mutex::new(State {
+                idle: VecDeque::new(),
+                open: 0,
+                waiters: VecDeque::new(),
+            }),
+            credential: Mutex::new(None),
+            baseline: Mutex::new(None),
+            weak_self: weak.clone(),
+        });
+        global.register(Arc::downgrade(&pool));
+        pool
+    }
+
+    /// Records how to log in as this pool's user (the latest client's proof).
+    pub fn set_credential(&self, cred: Credential) {
+        *lock(&self.credential) = Some(cred);
+    }
+
+    /// The settings a fresh backend of this pool starts with, once one has connected.
+    pub fn baseline(&self) -> Option<ParamSet> {
+        lock(&self.baseline).clone()
+    }
+
+    /// Counts for display.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let st = lock(&self.state);
+        PoolSnapshot {
+            key: self.key.clone(),
+            open: st.open,
+            idle: st.idle.len(),
+            waiting: st.waiters.len(),
+        }
+    }
+
+    /// A slot if this pool and the global cap both have room.
+    fn try_slot(&self, st: &mut State) -> Option<Slot> {
+        if st.open < self.settings.pool_size && self.global.try_acquire() {
+            st.open += 1;
+            Some(Slot::new(self.weak_self.clone(), self.global.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// Borrows a connection: an idle one, a new one, or the next one freed within the borrow
+    /// timeout, in arrival order.
+    pub async fn get(&self) -> Result<ServerConn, PoolError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.settings.borrow_timeout;
+        let mut stale = Vec::new();
+        #[allow(clippy::large_enum_variant)]
+        enum Next {
+            Ready(ServerConn),
+            Open(Slot),
+            Wait(oneshot::Receiver<Grant>, bool),
+        }
+        let next = {
+            let mut st = lock(&self.state);
+            loop {
+                match st.idle.pop_back() {
+                    Some(mut conn) => {
+                        self.global.remove_idle();
+                        if conn.created.elapsed() >= self.settings.server_lifetime
+                            || !conn.looks_alive()
+                        {
+                            stale.push(conn);
+                            continue;
+                        }
+                        break Next::Ready(conn);
+                    }
+                    None => match self.try_slot(&mut st) {
+                        Some(slot) => break Next::Open(slot),
+                        None => {
+                            let (tx, rx) = oneshot::channel();
+                            st.waiters.push_back(tx);
+                            let global_bound = st.open < self.settings.pool_size;
+                            break Next::Wait(rx, global_bound);
+                        }
+                    },
+                }
+            }
+        };
+        close_all(stale);
+        match next {
+            Next::Ready(conn) => Ok(conn),
+            Next::Open(slot) => self.open(slot).await,
+            Next::Wait(mut rx, global_bound) => {
+                if global_bound {
+                    self.global.mark_blocked(self.weak_self.clone());
+                    if self.global.evict_idle_elsewhere(self) {
+                        self.global.wake_blocked();
+                    }
+                }
+                let grant = match tokio::time::timeout_at(deadline, &mut rx).await {
+                    Ok(Ok(grant)) => grant,
+                    Ok(Err(_)) => return Err(PoolError::ShuttingDown),
+                    Err(_) => {
+                        // A grant may have raced the timer: take it rather than lose it.
+                        rx.close();
+                        match rx.try_recv() {
+                            Ok(grant) => grant,
+                            Err(_) => return Err(self.exhausted(started.elapsed(), global_bound)),
+                        }
+                    }
+                };
+                match grant {
+                    Grant::Conn(conn) => Ok(conn),
+                    Grant::Permit(slot) => self.open(slot).await,
+                }
+            }
+        }
+    }
+
+    fn exhausted(&self, waited: Duration, global_cap: bool) -> PoolError {
+        let st = lock(&self.state);
+        let limit = if global_cap {
+            self.global.max_open()
+        } else {
+            self.settings.pool_size
+        };
+        let in_use = if global_cap {
+            self.global.open()
+        } else {
+            st.open
+        };
+        PoolError::Exhausted {
+            pool: self.key.to_string(),
+            limit,
+            in_use,
+            waited_secs: waited.as_secs().max(1),
+            global_cap,
+        }
+    }
+
+    async fn open(&self, slot: Slot) -> Result<ServerConn, PoolError> {
+        let cred = lock(&self.credential)
+            .clone()
+            .ok_or(PoolError::ShuttingDown)?;
+        let mut conn = self
+            .connector
+            .connect(&self.key.user, &self.key.database, &cred)
+            .await?;
+        conn.slot = Some(slot);
+        {
+            let mut baseline = lock(&self.baseline);
+            if baseline.is_none() {
+                *baseline = Some(conn.params.clone());
+            }
+        }
+        if self.global.max_open() == usize::MAX {
+            match conn.simple_query("SHOW max_connections").await {
+                Ok(Some(v)) => match v.parse::<usize>() {
+                    Ok(n) => self.global.set_limits(
+                        n,
+                        self.settings.max_connections_percent,
+                        self.settings.max_idle_connections_percent,
+                    ),
+                    Err(_) => {
+                        tracing::warn!(value = %v, "could not read max_connections; no global cap")
+                    }
+                },
+                Ok(None) => tracing::warn!("SHOW max_connections returned nothing; no global cap"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Gives a connection back after use. Broken, mid-transaction or over-age connections are
+    /// closed instead of lent again.
+    pub fn put(&self, conn: ServerConn) {
+        if conn.broken
+            || conn.tx_status != TxStatus::Idle
+            || conn.created.elapsed() >= self.settings.server_lifetime
+        {
+            close(conn);
+            return;
+        }
+        let surplus = {
+            let mut st = lock(&self.state);
+            let mut item = Grant::Conn(conn);
+            while let Some(tx) = st.waiters.pop_front() {
+                match tx.send(item) {
+                    Ok(()) => return,
+                    Err(back) => item = back,
+                }
+            }
+            match item {
+                Grant::Conn(mut c) if self.global.try_add_idle() => {
+                    c.idle_since = Instant::now();
+                    st.idle.push_back(c);
+                    None
+                }
+                Grant::Conn(c) => Some(c),
+                Grant::Permit(_) => None,
+            }
+        };
+        if let Some(c) = surplus {
+            close(c);
+        }
+    }
+
+    /// Called by a dropped slot: one fewer open connection here; serve waiters.
+    pub(crate) fn slot_freed(&self) {
+        {
+            let mut st = lock(&self.state);
+            st.open = st.open.saturating_sub(1);
+        }
+        let _ = self.grant_waiters();
+    }
+
+    /// Hands permits to waiters while there is room.
+    pub(crate) fn grant_waiters(&self) -> GrantOutcome {
+        let mut undelivered = Vec::new();
+        let outcome = {
+            let mut st = lock(&self.state);
+            loop {
+                if st.waiters.is_empty() {
+                    break GrantOutcome::Done;
+                }
+                let Some(slot) = self.try_slot(&mut st) else {
+                    break if st.open < self.settings.pool_size {
+                        GrantOutcome::StillBlocked
+                    } else {
+                        GrantOutcome::Done
+                    };
+                };
+                let mut item = Grant::Permit(slot);
+                while let Some(tx) = st.waiters.pop_front() {
+                    match tx.send(item) {
+                        Ok(()) => {
+                            item = Grant::Permit(Slot::placeholder());
+                            break;
+                        }
+                        Err(back) => item = back,
+                    }
+                }
+                if let Grant::Permit(slot) = item {
+                    if !slot.is_placeholder() {
+                        // Nobody took it: give the room back once the lock is released.
+                        undelivered.push(slot);
+                        break GrantOutcome::Done;
+                    }
+                }
+            }
+        };
+        if matches!(outcome, GrantOutcome::StillBlocked) {
+            self.global.mark_blocked(self.weak_self.clone());
+        }
+        drop(undelivered);
+        outcome
+    }
+
+    /// Closes one idle connection (for another pool that needs the global room).
+    pub(crate) fn evict_one_idle(&self) -> bool {
+        let conn = {
+            let mut st = lock(&self.state);
+            st.idle.pop_front()
+        };
+        match conn {
+            Some(c) => {
+                self.global.remove_idle();
+                close(c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes idle connections past server_idle_timeout or server_lifetime.
+    pub fn maintain(&self) {
+        let mut expired = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            let (idle_to, life) = (
+                self.settings.server_idle_timeout,
+                self.settings.server_lifetime,
+            );
+            let mut keep = VecDeque::with_capacity(st.idle.len());
+            while let Some(mut c) = st.idle.pop_front() {
+                if c.idle_since.elapsed() >= idle_to
+                    || c.created.elapsed() >= life
+                    || !c.looks_alive()
+                {
+                    self.global.remove_idle();
+                    expired.push(c);
+                } else {
+                    keep.push_back(c);
+                }
+            }
+            st.idle = keep;
+        }
+        if !expired.is_empty() {
+            tracing::debug!(pool = %self.key, closed = expired.len(), "closed idle backend connections");
+        }
+        close_all(expired);
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        let idle: Vec<_> = {
+            let mut st = lock(&self.state);
+            st.idle.drain(..).collect()
+        };
+        for _ in &idle {
+            self.global.remove_idle();
+        }
+        close_all(idle);
+    }
+}
+
+/// Ends a connection politely (Terminate) in the background; its slot frees when it drops.
+pub fn close(conn: ServerConn) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(conn.terminate());
+        }
+        Err(_) => drop(conn),
+    }
+}
+
+fn close_all(conns: Vec<ServerConn>) {
+    for c in conns {
+        close(c);
+    }
+}
+
+/// All pools, created on first use.
+pub struct Pools {
+    settings: PoolSettings,
+    connector: Arc<Connector>,
+    global: Arc<Global>,
+    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    /// An empty set of pools.
+    pub fn new(settings: PoolSettings, connector: Arc<Connector>) -> Self {
+        Pools {
+            settings,
+            connector,
+            global: Arc::new(Global::default()),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for (database, user), created if new.
+    pub fn get_or_create(&self, key: PoolKey) -> Arc<Pool> {
+        let mut map = lock(&self.map);
+        map.entry(key.clone())
+            .or_insert_with(|| {
+                Pool::new(
+                    key,
+                    self.settings.clone(),
+                    self.connector.clone(),
+                    self.global.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// The connector (for cancels).
+    pub fn connector(&self) -> &Arc<Connector> {
+        &self.connector
+    }
+
+    /// The global counters.
+    pub fn global(&self) -> &Arc<Global> {
+        &self.global
+    }
+
+    /// Snapshots of every pool.
+    pub fn snapshots(&self) -> Vec<PoolSnapshot> {
+        let pools: Vec<_> = lock(&self.map).values().cloned().collect();
+        pools.iter().map(|p| p.snapshot()).collect()
+    }
+
+    /// Runs idle/lifetime housekeeping on every pool.
+    pub fn maintain(&self) {
+        let pools: Vec<_> = lock(&self.map).values().cloned().collect();
+        for p in pools {
+            p.maintain();
+        }
+    }
+
+    /// Closes all idle connections (shutdown).
+    pub fn close_idle(&self) {
+        let pools: Vec<_> = lock(&self.map).values().cloned().collect();
+        for p in pools {
+            p.close_idle();
+        }
+    }
+}

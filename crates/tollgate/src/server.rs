@@ -1,0 +1,215 @@
+//! The listener: binds, accepts, bounds the number of clients, starts one session task per
+//! connection, and drains on shutdown. Everything a session needs is in [`Shared`].
+
+use crate::auth::Authenticator;
+use crate::backend::Connector;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::pool::{PoolSettings, Pools};
+use crate::stats::Stats;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// State every session shares.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// Backend pools.
+    pub pools: Pools,
+    /// Client authentication.
+    pub auth: Authenticator,
+    /// Cancel keys.
+    pub cancels: CancelRegistry,
+    /// Client-side TLS, if configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Counters.
+    pub stats: Stats,
+    /// Becomes true when shutdown starts.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The auth file could not be read.
+    #[error("auth file: {0}")]
+    AuthFile(#[from] tollgate_auth::AuthFileError),
+    /// TLS material is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Starts shutdown when triggered.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Stop accepting; let running transactions finish up to shutdown_timeout.
+    pub fn shutdown(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A bound, not yet running proxy.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+}
+
+impl Server {
+    /// Loads the auth file and TLS material and binds the listener.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let auth = Authenticator::load(&config.auth_file)?;
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::server::acceptor(&files.cert, &files.key)?),
+            None => None,
+        };
+        let connector = Arc::new(Connector::new(
+            config.upstream.clone(),
+            config.server_connect_timeout,
+            config.init_query.clone(),
+        )?);
+        let settings = PoolSettings {
+            pool_size: config.pool_size,
+            borrow_timeout: config.connection_borrow_timeout,
+            server_lifetime: config.server_lifetime,
+            server_idle_timeout: config.server_idle_timeout,
+            max_connections_percent: config.max_connections_percent,
+            max_idle_connections_percent: config.max_idle_connections_percent,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let (tx, rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            pools: Pools::new(settings, connector),
+            auth,
+            cancels: CancelRegistry::default(),
+            tls,
+            stats: Stats::default(),
+            shutdown: rx,
+            config,
+        });
+        Ok(Server {
+            listener,
+            shared,
+            shutdown_tx: Arc::new(tx),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that starts shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown_tx.clone())
+    }
+
+    /// The shared state (for tests and the admin side).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Accepts clients until shutdown, then waits for sessions to end (up to shutdown_timeout).
+    pub async fn run(self) {
+        let shared = self.shared;
+        let max = shared.config.max_client_conn;
+        let limit = Arc::new(Semaphore::new(max));
+        let mut shutdown = shared.shutdown.clone();
+        tracing::info!(listen = %shared.config.listen, upstream = %shared.pools.connector().addr(),
+            pool_mode = shared.config.pool_mode.as_str(), pool_size = shared.config.pool_size,
+            tls = shared.tls.is_some(), "Tollgate is accepting connections");
+
+        let maint = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut shutdown = shared.shutdown.clone();
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => shared.pools.maintain(),
+                        _ = crate::server::shutdown_started(&mut shutdown) => break,
+                    }
+                }
+            })
+        };
+
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = crate::server::shutdown_started(&mut shutdown) => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        crate::session::run(shared, tcp, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, max_client_conn = max, "refusing client: max_client_conn reached");
+                    tokio::spawn(refuse(tcp, max));
+                }
+            }
+        }
+        drop(self.listener);
+        let drain = shared.config.shutdown_timeout;
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "shutting down: no new connections; waiting for sessions to finish"
+        );
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(drain, limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = max - limit.available_permits(),
+                "shutdown_timeout reached; closing remaining sessions"
+            );
+        }
+        shared.pools.close_idle();
+        maint.abort();
+    }
+}
+
+/// Tells a client over the limit why it is refused, before it even starts up.
+async fn refuse(mut tcp: TcpStream, max: usize) {
+    let mut out = BytesMut::new();
+    let msg = format!("too many client connections to Tollgate (max_client_conn = {max}); raise max_client_conn or close idle clients");
+    tollgate_wire::build::error_response(&mut out, "FATAL", "53300", &msg, None, None);
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&out)).await;
+}
+
+/// Resolves once shutdown has started (or the sender is gone).
+pub async fn shutdown_started(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

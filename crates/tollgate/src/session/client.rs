@@ -1,0 +1,69 @@
+//! The client's side of a session: its socket, the bytes read from it, and writing replies.
+
+use super::error::SessionError;
+use crate::stream::Stream;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_wire::{build, frame};
+
+/// Largest message accepted before login completes (passwords, SASL, IAM tokens).
+pub const LOGIN_MAX_MESSAGE: usize = 16 * 1024;
+
+/// A connected client.
+pub struct ClientConn {
+    /// The socket, TLS once negotiated.
+    pub stream: Stream,
+    /// Bytes read and not yet handled.
+    pub rbuf: BytesMut,
+    /// Where it connected from.
+    pub peer: SocketAddr,
+}
+
+impl ClientConn {
+    /// Reads more bytes; `Ok(0)` at end of stream.
+    pub async fn fill(&mut self) -> Result<usize, SessionError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(8192);
+        }
+        Ok(self.stream.read_buf(&mut self.rbuf).await?)
+    }
+
+    /// Reads one whole message of at most `max` bytes (login phase).
+    pub async fn read_message(&mut self, max: usize) -> Result<frame::Message, SessionError> {
+        loop {
+            if let Some(m) = frame::read_message(&mut self.rbuf, max)? {
+                return Ok(m);
+            }
+            if self.fill().await? == 0 {
+                return Err(SessionError::ClientIo(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+        }
+    }
+
+    /// Writes bytes.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Tells the client about `err` (if it can be told) as an ErrorResponse.
+    pub async fn send_error(&mut self, severity: &str, err: &SessionError) {
+        let Some(code) = err.sqlstate() else { return };
+        let mut out = BytesMut::new();
+        build::error_response(&mut out, severity, code, &err.message(), None, err.hint());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.flush().await;
+        })
+        .await;
+    }
+
+    /// Closes the write side politely.
+    pub async fn close(&mut self) {
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.stream.shutdown()).await;
+    }
+}

@@ -1,0 +1,210 @@
+//! One client session, one task: startup (TLS, cancel) → authenticate → ready → relay →
+//! finish. Every error that ends a session is turned into an ErrorResponse here, in
+//! [`run`], and nowhere else.
+
+pub mod authenticate;
+pub mod client;
+pub mod error;
+pub mod relay;
+pub mod startup;
+
+use crate::config::PoolMode;
+use crate::params::{parse_options, valid_name, ParamSet};
+use crate::pool::PoolKey;
+use crate::server::Shared;
+use bytes::BytesMut;
+use client::ClientConn;
+use error::SessionError;
+use relay::{End, Relay};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+use tollgate_wire::{build, TxStatus};
+
+/// Serves one accepted connection to the end.
+pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let login_timeout = shared.config.client_login_timeout;
+    let opening = match tokio::time::timeout(login_timeout, startup::negotiate(&shared, tcp, peer))
+        .await
+    {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            shared.stats.clients_setup_failed.inc();
+            tracing::info!(%peer, reason = e.reason(), error = %e, "client refused during startup");
+            // The client never finished TLS or startup; it can be told only over what it has.
+            return;
+        }
+        Err(_) => {
+            shared.stats.clients_setup_failed.inc();
+            tracing::info!(%peer, reason = "login_timeout", "client did not finish startup in time");
+            return;
+        }
+    };
+    let (mut client, params) = match opening {
+        (_, startup::Opening::Cancel) => return,
+        (client, startup::Opening::Session { params }) => (client, params),
+    };
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let database = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| user.clone());
+    let tls = client.stream.is_tls();
+    let span = tracing::info_span!("session", %peer, user = %user, database = %database, tls);
+    let _enter = span.enter();
+    drop(_enter);
+
+    let result = serve(&shared, &mut client, &user, &database, params, started).await;
+    match result {
+        Ok(end) => {
+            tracing::info!(parent: &span, reason = ?end, duration_ms = started.elapsed().as_millis() as u64, "client disconnected");
+        }
+        Err((e, logged_in)) => {
+            if !logged_in {
+                shared.stats.clients_setup_failed.inc();
+                if matches!(e, SessionError::AuthFailed { .. }) {
+                    shared.stats.auth_failures.inc();
+                }
+            }
+            match &e {
+                SessionError::AuthFailed { reason, .. } => {
+                    tracing::warn!(parent: &span, reason = "auth_failed", detail = %reason, "client authentication failed")
+                }
+                _ => {
+                    tracing::info!(parent: &span, reason = e.reason(), error = %e, logged_in, "client session ended with an error")
+                }
+            }
+            client.send_error("FATAL", &e).await;
+        }
+    }
+    client.close().await;
+}
+
+/// The session after startup; the bool in the error says whether login had completed.
+async fn serve(
+    shared: &Shared,
+    client: &mut ClientConn,
+    user: &str,
+    database: &str,
+    params: Vec<(String, String)>,
+    started: Instant,
+) -> Result<End, (SessionError, bool)> {
+    let not_in = |e: SessionError| (e, false);
+    if user.is_empty() {
+        return Err(not_in(SessionError::NoUser));
+    }
+    if params
+        .iter()
+        .any(|(k, v)| k == "replication" && v != "false" && v != "0" && v != "off")
+    {
+        return Err(not_in(SessionError::Unsupported("replication connections are not supported through Tollgate; connect to the database directly".into())));
+    }
+    // The client's own settings from its startup packet.
+    let mut startup_settings = Vec::new();
+    for (k, v) in &params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => startup_settings
+                .extend(parse_options(v).map_err(|e| not_in(SessionError::Unsupported(e)))?),
+            name if valid_name(name) => startup_settings.push((name.to_string(), v.clone())),
+            name => {
+                return Err(not_in(SessionError::Protocol(format!(
+                    "startup parameter name {name:?} is not a valid setting name"
+                ))))
+            }
+        }
+    }
+
+    let login_timeout = shared.config.client_login_timeout;
+    let cred = match tokio::time::timeout(
+        login_timeout,
+        authenticate::authenticate(shared, client, user),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(not_in)?,
+        Err(_) => {
+            return Err(not_in(SessionError::Protocol(
+                "login did not complete within client_login_timeout".into(),
+            )))
+        }
+    };
+    let key = PoolKey {
+        database: shared.pools.connector().database_for(database).to_string(),
+        user: user.to_string(),
+    };
+    let pool = shared.pools.get_or_create(key);
+    pool.set_credential(cred);
+    shared.stats.clients_setup_succeeded.inc();
+    shared.stats.clients_current.inc();
+    let _current = CurrentClient(shared);
+    let logged_in = |e: SessionError| (e, true);
+
+    let cancel_key = shared.cancels.issue();
+    let (pid, secret) = (cancel_key.process_id, cancel_key.secret);
+    let mut relay = Relay::new(
+        shared,
+        client,
+        pool.clone(),
+        cancel_key,
+        ParamSet::default(),
+        Vec::new(),
+    );
+    let result = async {
+        // The backend's defaults, then the client's own settings over them.
+        let mut first = None;
+        if shared.config.pool_mode == PoolMode::Session || pool.baseline().is_none() {
+            first = Some(relay.take_from_pool().await?);
+        }
+        let baseline = pool.baseline().unwrap_or_default();
+        let mut want = baseline.clone();
+        let mut extras = Vec::new();
+        for (k, v) in &startup_settings {
+            want.set(k, v);
+            if baseline.get(k).is_none() && !extras.contains(k) {
+                extras.push(k.clone());
+            }
+        }
+        relay.want = want;
+        relay.extras = extras;
+        if let Some(conn) = first {
+            relay.attach(conn).await?;
+        } else if relay.want.diff_sql(&baseline, &relay.extras).is_some() {
+            // Validate and normalise the client's settings now, as PostgreSQL would at login.
+            relay.borrow().await?;
+        }
+        relay.maybe_release();
+
+        let mut out = BytesMut::new();
+        for (k, v) in relay.want.iter() {
+            if !relay.extras.iter().any(|e| e.eq_ignore_ascii_case(k)) {
+                build::parameter_status(&mut out, k, v);
+            }
+        }
+        build::backend_key_data(&mut out, pid, &secret);
+        build::ready_for_query(&mut out, TxStatus::Idle);
+        relay.client.send(&out).await?;
+        tracing::info!(peer = %relay.client.peer, user, database, tls = relay.client.stream.is_tls(),
+            login_ms = started.elapsed().as_millis() as u64, "client connected");
+        relay.run().await
+    }
+    .await;
+    relay.finish().await;
+    result.map_err(logged_in)
+}
+
+/// Keeps the connected-clients gauge right however the session ends.
+struct CurrentClient<'a>(&'a Shared);
+
+impl Drop for CurrentClient<'_> {
+    fn drop(&mut self) {
+        self.0.stats.clients_current.dec();
+    }
+}

@@ -1,0 +1,461 @@
+//! The relay: moves protocol messages between a logged-in client and the backend it holds,
+//! reading only what routing needs (ReadyForQuery, ParameterStatus, FATAL errors from the
+//! server; Query, Parse, Sync, Terminate from the client), and decides when the backend goes
+//! back to the pool.
+//!
+//! Transaction boundaries come from "Message Flow": each Query, Sync or FunctionCall is answered
+//! by exactly one ReadyForQuery, so a backend is free when every such request has its answer,
+//! no extended-protocol batch is open, and the last status was `I` (idle).
+
+use super::client::ClientConn;
+use super::error::SessionError;
+use crate::backend::ServerConn;
+use crate::cancel::CancelKey;
+use crate::config::PoolMode;
+use crate::params::ParamSet;
+use crate::pin::{scan_sql, PinReason};
+use crate::pool::Pool;
+use crate::server::Shared;
+use bytes::BytesMut;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_wire::scanner::{Chunk, Scanner};
+use tollgate_wire::{backend, frontend, TxStatus};
+
+/// How a session ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client sent Terminate.
+    Terminated,
+    /// The client closed the socket.
+    Disconnected,
+}
+
+/// One client's relay state.
+pub struct Relay<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) client: &'a mut ClientConn,
+    pub(super) pool: Arc<Pool>,
+    pub(super) key: CancelKey<'a>,
+    /// The client's settings as it believes them to be.
+    pub(super) want: ParamSet,
+    /// Untracked settings the client's startup packet carried (re-applied on each backend).
+    pub(super) extras: Vec<String>,
+    pub(super) server: Option<ServerConn>,
+    c_scan: Scanner,
+    s_scan: Scanner,
+    /// Query/Sync/FunctionCall sent whose ReadyForQuery has not come back.
+    outstanding: usize,
+    /// Extended-protocol messages sent since the last Sync.
+    extended_open: bool,
+    pub(super) pinned: Option<PinReason>,
+    draining: bool,
+    out: BytesMut,
+}
+
+fn client_inspects(tag: u8) -> bool {
+    matches!(
+        tag,
+        frontend::tag::QUERY | frontend::tag::PARSE | frontend::tag::TERMINATE
+    )
+}
+
+fn server_inspects(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::tag::READY_FOR_QUERY
+            | backend::tag::PARAMETER_STATUS
+            | backend::tag::ERROR_RESPONSE
+    )
+}
+
+impl<'a> Relay<'a> {
+    /// A relay for a freshly logged-in client.
+    pub fn new(
+        shared: &'a Shared,
+        client: &'a mut ClientConn,
+        pool: Arc<Pool>,
+        key: CancelKey<'a>,
+        want: ParamSet,
+        extras: Vec<String>,
+    ) -> Self {
+        Relay {
+            shared,
+            client,
+            pool,
+            key,
+            want,
+            extras,
+            server: None,
+            c_scan: Scanner::new(),
+            s_scan: Scanner::new(),
+            outstanding: 0,
+            extended_open: false,
+            pinned: None,
+            draining: false,
+            out: BytesMut::new(),
+        }
+    }
+
+    fn mode(&self) -> PoolMode {
+        self.shared.config.pool_mode
+    }
+
+    /// Takes a backend from the pool, waiting if need be (up to the borrow timeout).
+    pub async fn take_from_pool(&self) -> Result<ServerConn, SessionError> {
+        let mut shutdown = self.shared.shutdown.clone();
+        let conn = tokio::select! {
+            r = self.pool.get() => r?,
+            _ = crate::server::shutdown_started(&mut shutdown) => return Err(SessionError::ShuttingDown),
+        };
+        self.shared.stats.borrows.inc();
+        Ok(conn)
+    }
+
+    /// Takes a backend and makes it match the client.
+    pub async fn borrow(&mut self) -> Result<(), SessionError> {
+        let conn = self.take_from_pool().await?;
+        self.attach(conn).await
+    }
+
+    /// Applies the client's settings to `conn` and makes it this session's backend.
+    pub async fn attach(&mut self, mut conn: ServerConn) -> Result<(), SessionError> {
+        let mut keys = self.extras.clone();
+        keys.extend(
+            conn.extras
+                .iter()
+                .filter(|k| !self.extras.contains(k))
+                .cloned(),
+        );
+        if let Some(sql) = self.want.diff_sql(&conn.params, &keys) {
+            if let Err(e) = conn.simple_query(&sql).await {
+                let broken = conn.broken;
+                self.pool.put(conn);
+                return Err(if broken {
+                    SessionError::ServerLost(e.to_string())
+                } else {
+                    SessionError::Backend(e)
+                });
+            }
+            // Untracked settings are not reported back: record what we set.
+            for k in &keys {
+                match self.want.get(k) {
+                    Some(v) => {
+                        let v = v.to_string();
+                        conn.params.set(k, &v);
+                        if !conn.extras.contains(k) {
+                            conn.extras.push(k.clone());
+                        }
+                    }
+                    None => {
+                        conn.params.remove(k);
+                        conn.extras.retain(|e| e != k);
+                    }
+                }
+            }
+            // Take the server's spelling of tracked values so the next diff is empty.
+            for name in crate::params::TRACKED {
+                if let Some(v) = conn.params.get(name) {
+                    let v = v.to_string();
+                    self.want.set(name, &v);
+                }
+            }
+        }
+        self.key.set_target(Some(conn.cancel.clone()));
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    /// Returns the backend to the pool if the session is at a transaction boundary and the
+    /// pool mode allows it.
+    pub fn maybe_release(&mut self) {
+        if self.mode() != PoolMode::Transaction || self.pinned.is_some() {
+            return;
+        }
+        let Some(server) = &self.server else { return };
+        let boundary = self.outstanding == 0
+            && !self.extended_open
+            && server.tx_status == TxStatus::Idle
+            && !self.c_scan.mid_message()
+            && !self.s_scan.mid_message()
+            && server.rbuf.is_empty();
+        if boundary {
+            if let Some(conn) = self.server.take() {
+                self.key.set_target(None);
+                self.pool.put(conn);
+            }
+        }
+    }
+
+    /// Runs until the client leaves or an error ends the session.
+    pub async fn run(&mut self) -> Result<End, SessionError> {
+        let idle_timeout = self.shared.config.idle_client_timeout;
+        let mut shutdown = self.shared.shutdown.clone();
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            if !self.client.rbuf.is_empty() {
+                if self.server.is_none() {
+                    match self.client.rbuf.first() {
+                        Some(&frontend::tag::TERMINATE) => return Ok(End::Terminated),
+                        Some(_) if self.draining => return Err(SessionError::ShuttingDown),
+                        Some(_) => self.borrow().await?,
+                        None => {}
+                    }
+                }
+                if self.pump_client().await? {
+                    return Ok(End::Terminated);
+                }
+            }
+            self.maybe_release();
+            if self.draining && self.server.is_none() {
+                return Err(SessionError::ShuttingDown);
+            }
+            let waiting_on_client = self.outstanding == 0 && !self.s_scan.mid_message();
+            let draining = self.draining;
+            let server = &mut self.server;
+            let client = &mut self.client;
+            tokio::select! {
+                r = client.stream.read_buf(&mut client.rbuf) => {
+                    if r? == 0 {
+                        return Ok(End::Disconnected);
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                }
+                r = async {
+                    match server.as_mut() {
+                        Some(s) => {
+                            if s.rbuf.capacity() - s.rbuf.len() < 1024 {
+                                s.rbuf.reserve(8192);
+                            }
+                            s.stream.read_buf(&mut s.rbuf).await
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match r {
+                        Ok(0) => return Err(self.server_lost("the database closed the connection".into())),
+                        Ok(_) => self.pump_server().await?,
+                        Err(e) => return Err(self.server_lost(e.to_string())),
+                    }
+                }
+                _ = &mut idle, if waiting_on_client => {
+                    return Err(SessionError::IdleTimeout(idle_timeout));
+                }
+                _ = crate::server::shutdown_started(&mut shutdown), if !draining => {
+                    self.draining = true;
+                }
+            }
+        }
+    }
+
+    fn server_lost(&mut self, why: String) -> SessionError {
+        if let Some(mut s) = self.server.take() {
+            s.broken = true;
+            self.key.set_target(None);
+            drop(s);
+        }
+        SessionError::ServerLost(why)
+    }
+
+    fn pin(&mut self, reason: PinReason) {
+        if self.mode() != PoolMode::Transaction || self.pinned.is_some() {
+            return;
+        }
+        self.pinned = Some(reason);
+        self.shared.stats.pin(reason);
+        tracing::info!(peer = %self.client.peer, pool = %self.pool.key, reason = reason.as_str(),
+            "client pinned to its backend for the rest of its session");
+    }
+
+    /// Forwards complete (or pass-through) client messages to the backend. Returns true when
+    /// the client sent Terminate.
+    async fn pump_client(&mut self) -> Result<bool, SessionError> {
+        let max = self.shared.config.max_message_size;
+        let mut terminate = false;
+        self.out.clear();
+        loop {
+            let chunk = self.c_scan.next(&self.client.rbuf, client_inspects, max)?;
+            match chunk {
+                Chunk::NeedMore => break,
+                Chunk::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        self.note_client_message(t);
+                    }
+                    let bytes = self.client.rbuf.split_to(n);
+                    self.out.extend_from_slice(&bytes);
+                }
+                Chunk::Whole { tag, len } => {
+                    let msg = self.client.rbuf.split_to(len);
+                    let body = msg.get(tollgate_wire::frame::HEADER_LEN..).unwrap_or(&[]);
+                    match tag {
+                        frontend::tag::TERMINATE => {
+                            terminate = true;
+                            break;
+                        }
+                        frontend::tag::QUERY => {
+                            self.outstanding += 1;
+                            if let Some(r) = scan_sql(frontend::parse_query(body)?) {
+                                self.pin(r);
+                            }
+                        }
+                        frontend::tag::PARSE => {
+                            self.extended_open = true;
+                            let p = frontend::parse_parse(body)?;
+                            if !p.name.is_empty() {
+                                self.pin(PinReason::NamedStatement);
+                            } else if let Some(r) = scan_sql(p.query) {
+                                self.pin(r);
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.out.extend_from_slice(&msg);
+                }
+            }
+        }
+        if !self.out.is_empty() {
+            let Some(server) = self.server.as_mut() else {
+                return Err(SessionError::Protocol(
+                    "client data with no backend attached".into(),
+                ));
+            };
+            if let Err(e) = server.stream.write_all(&self.out).await {
+                return Err(self.server_lost(e.to_string()));
+            }
+        }
+        Ok(terminate)
+    }
+
+    fn note_client_message(&mut self, tag: u8) {
+        match tag {
+            frontend::tag::SYNC => {
+                self.outstanding += 1;
+                self.extended_open = false;
+            }
+            frontend::tag::FUNCTION_CALL => self.outstanding += 1,
+            frontend::tag::BIND
+            | frontend::tag::DESCRIBE
+            | frontend::tag::EXECUTE
+            | frontend::tag::CLOSE
+            | frontend::tag::FLUSH => self.extended_open = true,
+            _ => {}
+        }
+    }
+
+    /// Forwards what the backend sent to the client, noting transaction status and settings.
+    async fn pump_server(&mut self) -> Result<(), SessionError> {
+        let max = self.shared.config.max_message_size;
+        self.out.clear();
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut fatal = false;
+        loop {
+            let chunk = match self.s_scan.next(&server.rbuf, server_inspects, max) {
+                Ok(c) => c,
+                Err(e) => {
+                    server.broken = true;
+                    return Err(
+                        self.server_lost(format!("malformed message from the database: {e}"))
+                    );
+                }
+            };
+            match chunk {
+                Chunk::NeedMore => break,
+                Chunk::Pass { n, .. } => {
+                    let bytes = server.rbuf.split_to(n);
+                    self.out.extend_from_slice(&bytes);
+                }
+                Chunk::Whole { tag, len } => {
+                    let msg = server.rbuf.split_to(len);
+                    let body = msg.get(tollgate_wire::frame::HEADER_LEN..).unwrap_or(&[]);
+                    match tag {
+                        backend::tag::READY_FOR_QUERY => match backend::parse_ready_for_query(body)
+                        {
+                            Ok(status) => {
+                                server.tx_status = status;
+                                self.outstanding = self.outstanding.saturating_sub(1);
+                                if status == TxStatus::Idle {
+                                    self.shared.stats.transactions.inc();
+                                }
+                            }
+                            Err(_) => server.broken = true,
+                        },
+                        backend::tag::PARAMETER_STATUS => {
+                            if let Ok((k, v)) = backend::parse_parameter_status(body) {
+                                server.params.set(k, v);
+                                self.want.set(k, v);
+                            }
+                        }
+                        backend::tag::ERROR_RESPONSE => {
+                            if let Ok(f) = backend::parse_error_fields(body) {
+                                if f.severity == "FATAL" || f.severity == "PANIC" {
+                                    fatal = true;
+                                    server.broken = true;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.out.extend_from_slice(&msg);
+                }
+            }
+        }
+        if !self.out.is_empty() {
+            self.client.stream.write_all(&self.out).await?;
+        }
+        if fatal {
+            // The server ended this session and said why; the client has been told.
+            let _ = self.server_lost("the database ended the session".into());
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::ConnectionAborted.into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cleans up the backend when the session ends: a backend at a clean boundary is rolled
+    /// back / reset and returned; one caught mid-response is closed (its state is unknown).
+    pub async fn finish(&mut self) {
+        self.key.set_target(None);
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        let clean = self.outstanding == 0
+            && !self.extended_open
+            && !self.c_scan.mid_message()
+            && !self.s_scan.mid_message()
+            && conn.rbuf.is_empty()
+            && !conn.broken;
+        if !clean {
+            tracing::debug!(
+                backend = conn.id,
+                "closing a backend left mid-request by its client"
+            );
+            conn.broken = true;
+            crate::pool::close(conn);
+            return;
+        }
+        let reset = self.mode() == PoolMode::Session || self.pinned.is_some();
+        let reset_query = self.shared.config.server_reset_query.clone();
+        let timeout = self.shared.pools.connector().timeout;
+        let cleaned = tokio::time::timeout(timeout, async {
+            if conn.tx_status != TxStatus::Idle {
+                conn.simple_query("ROLLBACK").await?;
+            }
+            if reset {
+                conn.simple_query(&reset_query).await?;
+                for k in std::mem::take(&mut conn.extras) {
+                    conn.params.remove(&k);
+                }
+            }
+            Ok::<_, crate::backend::BackendError>(())
+        })
+        .await;
+        if !matches!(cleaned, Ok(Ok(()))) {
+            conn.broken = true;
+        }
+        self.pool.put(conn);
+    }
+}

@@ -1,0 +1,86 @@
+//! Process-wide counters, cheap enough for the data path (relaxed atomics).
+
+use crate::pin::PinReason;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one (never below zero).
+    pub fn dec(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything Tollgate counts.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients_current: Gauge,
+    /// Clients that logged in.
+    pub clients_setup_succeeded: Counter,
+    /// Clients refused during startup or login.
+    pub clients_setup_failed: Counter,
+    /// Failed logins (wrong password, unknown user).
+    pub auth_failures: Counter,
+    /// Clients pinned to a backend, by reason (index = position in [`PinReason::ALL`]).
+    pub pins: [Counter; 8],
+    /// Cancels forwarded to a backend.
+    pub cancels_forwarded: Counter,
+    /// Cancels ignored (forged key or nothing running).
+    pub cancels_ignored: Counter,
+    /// Transactions (ReadyForQuery `I` after work) relayed.
+    pub transactions: Counter,
+    /// Borrows of a backend connection.
+    pub borrows: Counter,
+}
+
+impl Stats {
+    /// Counts a pin.
+    pub fn pin(&self, reason: PinReason) {
+        if let Some(i) = PinReason::ALL.iter().position(|r| *r == reason) {
+            if let Some(c) = self.pins.get(i) {
+                c.inc();
+            }
+        }
+    }
+
+    /// The pin count for one reason.
+    pub fn pins_for(&self, reason: PinReason) -> u64 {
+        PinReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.pins.get(i))
+            .map_or(0, Counter::get)
+    }
+}
