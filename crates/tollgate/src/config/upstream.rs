@@ -92,11 +92,13 @@ pub fn parse_upstream(url: &str) -> Result<Upstream, String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(v)?;
         match k {
-            "sslmode" => sslmode = SslMode::parse(&v).ok_or_else(|| {
-                format!(
+            "sslmode" => {
+                sslmode = SslMode::parse(&v).ok_or_else(|| {
+                    format!(
                     "sslmode={v:?} is not one of disable, prefer, require, verify-ca, verify-full"
                 )
-            })?,
+                })?
+            }
             "sslrootcert" => sslrootcert = Some(PathBuf::from(v)),
             other => {
                 return Err(format!(
