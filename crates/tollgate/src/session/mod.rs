@@ -26,25 +26,25 @@ use tollgate_wire::{build, TxStatus};
 pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let login_timeout = shared.config.client_login_timeout;
-    let opening = match tokio::time::timeout(login_timeout, startup::negotiate(&shared, tcp, peer))
-        .await
-    {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
+    let negotiated =
+        tokio::time::timeout(login_timeout, startup::negotiate(&shared, tcp, peer)).await;
+    let (mut client, params) = match negotiated {
+        Ok((Some(client), Ok(startup::Opening::Session { params }))) => (client, params),
+        Ok((_, Ok(_))) => return,
+        Ok((client, Err(e))) => {
             shared.stats.clients_setup_failed.inc();
             tracing::info!(%peer, reason = e.reason(), error = %e, "client refused during startup");
-            // The client never finished TLS or startup; it can be told only over what it has.
+            if let Some(mut client) = client {
+                client.send_error("FATAL", &e).await;
+                client.close().await;
+            }
             return;
         }
         Err(_) => {
             shared.stats.clients_setup_failed.inc();
-            tracing::info!(%peer, reason = "login_timeout", "client did not finish startup in time");
+            tracing::info!(%peer, reason = "login_timeout", "client did not finish startup within client_login_timeout");
             return;
         }
-    };
-    let (mut client, params) = match opening {
-        (_, startup::Opening::Cancel) => return,
-        (client, startup::Opening::Session { params }) => (client, params),
     };
     let user = params
         .iter()

@@ -233,6 +233,8 @@ impl<'a> Relay<'a> {
                         None => std::future::pending().await,
                     }
                 } => {
+                    // Traffic from the server counts as activity: a long query is not idleness.
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                     match r {
                         Ok(0) => return Err(self.server_lost("the database closed the connection".into())),
                         Ok(_) => self.pump_server().await?,

@@ -22,12 +22,13 @@ pub enum Opening {
     Cancel,
 }
 
-/// Reads packets until a StartupMessage or CancelRequest, upgrading to TLS on request.
+/// Reads packets until a StartupMessage or CancelRequest, upgrading to TLS on request. The
+/// connection comes back with the error when the client can still be told about it.
 pub async fn negotiate(
     shared: &Shared,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Result<(ClientConn, Opening), SessionError> {
+) -> (Option<ClientConn>, Result<Opening, SessionError>) {
     let _ = tcp.set_nodelay(true);
     let mut client = ClientConn {
         stream: Stream::Plain(tcp),
@@ -35,84 +36,126 @@ pub async fn negotiate(
         peer,
     };
     loop {
-        let packet = loop {
-            if let Some(p) = read_startup(&mut client.rbuf)? {
-                break p;
-            }
-            if client.fill().await? == 0 {
-                return Err(SessionError::ClientIo(
-                    std::io::ErrorKind::UnexpectedEof.into(),
-                ));
-            }
+        let packet = match read_packet(&mut client).await {
+            Ok(p) => p,
+            Err(e) => return (Some(client), Err(e)),
         };
-        match packet {
+        let step = match packet {
             StartupPacket::SslRequest => {
-                if client.stream.is_tls() {
-                    return Err(SessionError::Protocol(
-                        "SSLRequest received on a connection already using TLS".into(),
-                    ));
+                match ssl_request(shared, client).await {
+                    Ok(upgraded) => client = upgraded,
+                    Err((c, e)) => return (c, Err(e)),
                 }
-                let Some(acceptor) = &shared.tls else {
-                    client.send(b"N").await?;
-                    continue;
-                };
-                // Bytes sent before the handshake would be trusted as if encrypted
-                // (CVE-2021-23214): refuse them.
-                if !client.rbuf.is_empty() {
-                    return Err(SessionError::Protocol(
-                        "unencrypted data after SSLRequest".into(),
-                    ));
-                }
-                client.send(b"S").await?;
-                let Stream::Plain(tcp) = client.stream else {
-                    return Err(SessionError::Protocol(
-                        "TLS negotiation in an unexpected state".into(),
-                    ));
-                };
-                let tls = acceptor
-                    .accept(tcp)
-                    .await
-                    .map_err(SessionError::ClientTls)?;
-                client.stream = Stream::ServerTls(Box::new(tls));
+                continue;
             }
-            StartupPacket::GssEncRequest => client.send(b"N").await?,
+            StartupPacket::GssEncRequest => client.send(b"N").await.map(|_| None),
             StartupPacket::Cancel {
                 process_id,
                 secret_key,
             } => {
                 handle_cancel(shared, process_id, &secret_key, peer).await;
-                return Ok((client, Opening::Cancel));
+                Ok(Some(Opening::Cancel))
             }
             StartupPacket::Startup {
                 major: 3,
                 minor,
                 params,
-            } => {
-                if shared.config.require_tls && !client.stream.is_tls() {
-                    return Err(SessionError::TlsRequired);
-                }
-                let unrecognized: Vec<&str> = params
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .filter(|k| k.starts_with("_pq_."))
-                    .collect();
-                if minor > 0 || !unrecognized.is_empty() {
-                    // Protocol 3.x with x > 0: answer as PostgreSQL does, settling on 3.0.
-                    let mut out = BytesMut::new();
-                    build::negotiate_protocol_version(&mut out, 0, &unrecognized);
-                    client.send(&out).await?;
-                }
-                let params = params
-                    .into_iter()
-                    .filter(|(k, _)| !k.starts_with("_pq_."))
-                    .collect();
-                return Ok((client, Opening::Session { params }));
-            }
+            } => startup(shared, &mut client, minor, params).await.map(Some),
             StartupPacket::Startup { major, minor, .. } => {
-                return Err(SessionError::UnsupportedVersion { major, minor })
+                Err(SessionError::UnsupportedVersion { major, minor })
             }
+        };
+        match step {
+            Ok(Some(opening)) => return (Some(client), Ok(opening)),
+            Ok(None) => {}
+            Err(e) => return (Some(client), Err(e)),
         }
     }
+}
+
+async fn read_packet(client: &mut ClientConn) -> Result<StartupPacket, SessionError> {
+    loop {
+        if let Some(p) = read_startup(&mut client.rbuf)? {
+            return Ok(p);
+        }
+        if client.fill().await? == 0 {
+            return Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+    }
+}
+
+/// Answers SSLRequest: 'N' without TLS configured, else 'S' and the handshake.
+async fn ssl_request(
+    shared: &Shared,
+    mut client: ClientConn,
+) -> Result<ClientConn, (Option<ClientConn>, SessionError)> {
+    if client.stream.is_tls() {
+        return Err((
+            Some(client),
+            SessionError::Protocol("SSLRequest received on a connection already using TLS".into()),
+        ));
+    }
+    let Some(acceptor) = &shared.tls else {
+        return match client.send(b"N").await {
+            Ok(()) => Ok(client),
+            Err(e) => Err((Some(client), e)),
+        };
+    };
+    // Bytes sent before the handshake would be trusted as if encrypted (CVE-2021-23214).
+    if !client.rbuf.is_empty() {
+        return Err((
+            Some(client),
+            SessionError::Protocol("unencrypted data after SSLRequest".into()),
+        ));
+    }
+    if let Err(e) = client.send(b"S").await {
+        return Err((Some(client), e));
+    }
+    let ClientConn { stream, rbuf, peer } = client;
+    let Stream::Plain(tcp) = stream else {
+        return Err((
+            None,
+            SessionError::Protocol("TLS negotiation in an unexpected state".into()),
+        ));
+    };
+    match acceptor.accept(tcp).await {
+        Ok(tls) => Ok(ClientConn {
+            stream: Stream::ServerTls(Box::new(tls)),
+            rbuf,
+            peer,
+        }),
+        Err(e) => Err((None, SessionError::ClientTls(e))),
+    }
+}
+
+/// Checks a v3 StartupMessage; answers NegotiateProtocolVersion for 3.x (x > 0) or `_pq_.` options.
+async fn startup(
+    shared: &Shared,
+    client: &mut ClientConn,
+    minor: u16,
+    params: Vec<(String, String)>,
+) -> Result<Opening, SessionError> {
+    if shared.config.require_tls && !client.stream.is_tls() {
+        return Err(SessionError::TlsRequired);
+    }
+    let unrecognized: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if minor > 0 || !unrecognized.is_empty() {
+        // Protocol 3.x with x > 0: answer as PostgreSQL does, settling on 3.0.
+        let mut out = BytesMut::new();
+        build::negotiate_protocol_version(&mut out, 0, &unrecognized);
+        client.send(&out).await?;
+    }
+    let params = params
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("_pq_."))
+        .collect();
+    Ok(Opening::Session { params })
 }
 
 /// Forwards a genuine cancel to the backend its client holds now; does nothing otherwise.
