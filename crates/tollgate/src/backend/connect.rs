@@ -233,9 +233,16 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
         match msg.tag {
             backend::tag::AUTHENTICATION => {}
             backend::tag::ERROR_RESPONSE => {
-                return Err(BackendError::Server(backend::parse_error_fields(
-                    &msg.body,
-                )?))
+                let fields = backend::parse_error_fields(&msg.body)?;
+                // Bad credentials are the operator's to fix, not the client's: say so.
+                return Err(if fields.code.starts_with("28") {
+                    BackendError::LoginRefused {
+                        user: user.to_string(),
+                        fields,
+                    }
+                } else {
+                    BackendError::Server(fields)
+                });
             }
             backend::tag::NEGOTIATE_PROTOCOL_VERSION => continue,
             other => {

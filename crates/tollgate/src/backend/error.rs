@@ -28,6 +28,9 @@ pub enum BackendError {
     /// The server answered with an ErrorResponse.
     #[error("{}", .0.message)]
     Server(ErrorFields),
+    /// The server refused the credentials Tollgate holds for a user.
+    #[error("the database refused Tollgate's login as user {user:?}: {}; check that user's entry in the auth file", .fields.message)]
+    LoginRefused { user: String, fields: ErrorFields },
     /// The server asked for a login method our credentials cannot answer.
     #[error("{0}")]
     AuthUnsupported(String),
@@ -57,6 +60,7 @@ impl BackendError {
             | BackendError::TlsRefused { .. }
             | BackendError::Tls { .. } => "08001",
             BackendError::Server(f) => f.code.as_str(),
+            BackendError::LoginRefused { fields, .. } => fields.code.as_str(),
             BackendError::AuthUnsupported(_) => "28000",
             BackendError::Scram(_) => "28P01",
             BackendError::Protocol(_) | BackendError::Wire(_) => "08P01",

@@ -194,7 +194,10 @@ impl<'a> Relay<'a> {
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
         loop {
-            if !self.client.rbuf.is_empty() {
+            // Borrow only once a whole message header is here (a lone byte is not a request).
+            let ready =
+                self.server.is_some() || self.client.rbuf.len() >= tollgate_wire::frame::HEADER_LEN;
+            if ready && !self.client.rbuf.is_empty() {
                 if self.server.is_none() {
                     match self.client.rbuf.first() {
                         Some(&frontend::tag::TERMINATE) => return Ok(End::Terminated),
