@@ -20,9 +20,12 @@ pub struct QuickstartArgs {
     /// pgbench clients (more than the pool size, to show multiplexing).
     #[arg(long, default_value_t = 50)]
     pub clients: u32,
-    /// Keep serving after the benchmark until Ctrl-C (use --no-wait to exit right away).
+    /// Exit after the benchmark instead of serving until Ctrl-C.
     #[arg(long)]
     pub no_wait: bool,
+    /// Any Tollgate setting (--listen, --pool-size, ...), over the quickstart's defaults.
+    #[command(flatten)]
+    pub settings: RawConfig,
 }
 
 fn say(msg: &str) {
@@ -81,7 +84,7 @@ pub async fn run(args: QuickstartArgs, cli: RawConfig) -> anyhow::Result<()> {
         pool_size: Some(10),
         ..Default::default()
     };
-    let config = Config::validate(cli.over(defaults))?;
+    let config = Config::validate(args.settings.clone().over(cli).over(defaults))?;
     let (pool_size, mode) = (config.pool_size, config.pool_mode.as_str());
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
