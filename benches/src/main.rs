@@ -1,12 +1,410 @@
 //! Benchmark harness: Tollgate against direct PostgreSQL and PgBouncer, reported as ratios.
 //!
-//! The scenarios, the report and the performance work are their own issue; until it lands this
-//! binary only says so, so nobody mistakes it for a result.
+//! `cargo run --release -p tollgate-bench -- [--quick] [--scenario NAME] [--reps N]` starts a
+//! throwaway PostgreSQL, PgBouncer and Tollgate by itself, runs every scenario against the three
+//! back to back (alternating their order between repetitions, from the same database state), and
+//! writes `target/bench-report.md`.
 
-fn main() {
+mod idle_clients;
+mod machine;
+mod measure;
+mod open_files;
+mod pgbench;
+mod procstat;
+mod report;
+mod scenario;
+mod targets;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use measure::{Bench, Outcome, RunRecord};
+use report::{CaseResult, Header, Report};
+use scenario::Case;
+use targets::files::PoolerFiles;
+use targets::pgbouncer::{PgBouncer, PGBOUNCER_BIN};
+use targets::postgres::{Postgres, BENCH_USER, IDLE_USER};
+use targets::tollgate::{self as tollgate_target, Tollgate};
+use targets::Target;
+
+/// Backend connections per pool, for both poolers.
+const POOL_SIZE: u32 = 20;
+/// PgBouncer's `max_client_conn` (Tollgate's default is the same).
+const MAX_CLIENT_CONN: u32 = 20_000;
+
+/// Tollgate against direct PostgreSQL and PgBouncer, as ratios.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate-bench", about)]
+struct Cli {
+    /// CI smoke test: a few seconds per run, one repetition, 500 idle clients; checks that
+    /// every target runs, not how fast.
+    #[arg(long)]
+    quick: bool,
+    /// Run only this scenario (repeatable): select-simple, select-extended, select-prepared,
+    /// tpcb, connect-storm, idle-clients, latency-c1.
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
+    /// Repetitions of every case [default: 3; 1 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: Option<u32>,
+    /// Seconds per pgbench run (-T) [default: 30; 3 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    seconds: Option<u32>,
+    /// Idle client connections in the idle-clients scenario [default: 10000; 500 with --quick].
+    #[arg(long)]
+    idle_clients: Option<usize>,
+    /// pgbench -i scale factor.
+    #[arg(long, default_value_t = 10)]
+    scale: u32,
+    /// Where to write the report [default: target/bench-report.md].
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// The settings after defaults.
+#[derive(Debug)]
+struct Settings {
+    quick: bool,
+    reps: usize,
+    seconds: u32,
+    idle_clients: usize,
+    scale: u32,
+    output: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("tollgate-bench: some runs failed (see above and the report)");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("tollgate-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up, runs every case, writes the report; `Ok(false)` when a run failed unexpectedly.
+fn run(cli: Cli) -> Result<bool> {
+    let started = Instant::now();
+    let settings = Settings {
+        quick: cli.quick,
+        reps: cli
+            .reps
+            .map_or(if cli.quick { 1 } else { 3 }, |r| r as usize),
+        seconds: cli.seconds.unwrap_or(if cli.quick { 3 } else { 30 }),
+        idle_clients: cli
+            .idle_clients
+            .unwrap_or(if cli.quick { 500 } else { 10_000 }),
+        scale: cli.scale,
+        output: match cli.output {
+            Some(path) => path,
+            None => target_dir()?.join("bench-report.md"),
+        },
+    };
+    let cases = scenario::select(scenario::all_cases(settings.idle_clients), &cli.scenarios)?;
+    let fd_limit = open_files::raise(settings.idle_clients as u64 + 1024)?;
+
+    let tollgate_bin = tollgate_target::locate_binary()?;
+    let pgbench_bin = tollgate_localpg::find_bin("pgbench").context("find pgbench")?;
+
+    step("starting PostgreSQL");
+    let postgres = Postgres::start()?;
+    step(&format!("pgbench -i -s {}", settings.scale));
+    postgres.init_pgbench(&pgbench_bin, settings.scale)?;
+    let files = PoolerFiles::create(&[
+        (BENCH_USER, &postgres.stored_secret(BENCH_USER)?),
+        (IDLE_USER, &postgres.stored_secret(IDLE_USER)?),
+    ])?;
+    step("starting PgBouncer and Tollgate");
+    let pgbouncer = PgBouncer::start(&files, postgres.port(), POOL_SIZE, MAX_CLIENT_CONN)?;
+    let tollgate = Tollgate::start(&tollgate_bin, &files, postgres.port(), POOL_SIZE)?;
+
+    let header = header(&settings, fd_limit, &postgres, &tollgate_bin, &pgbench_bin);
+    let mut bench = Bench {
+        pgbouncer,
+        tollgate,
+        postgres,
+        pgbench: pgbench_bin,
+        idle_tls: idle_clients::tls_config(&files.tls.ca_pem)?,
+        seconds: settings.seconds,
+    };
+
+    let total_runs = cases.len() * settings.reps * Target::ALL.len();
+    let mut done = 0;
+    let mut results = Vec::with_capacity(cases.len());
+    let mut all_ok = true;
+    for case in &cases {
+        let mut records = Vec::new();
+        for rep in 0..settings.reps {
+            for target in Target::order_for_rep(rep) {
+                done += 1;
+                eprint!(
+                    "[{done:>3}/{total_runs}] {:<24} {:<9} rep {}/{} … ",
+                    case.label,
+                    target.name(),
+                    rep + 1,
+                    settings.reps
+                );
+                let _ = std::io::stderr().flush();
+                let outcome = bench.run(case, target).with_context(|| {
+                    format!("{} against {} (rep {})", case.label, target.name(), rep + 1)
+                })?;
+                eprintln!("{}", progress_result(&outcome));
+                if matches!(
+                    outcome,
+                    Outcome::Failed {
+                        expected: false,
+                        ..
+                    }
+                ) {
+                    all_ok = false;
+                    if target == Target::Tollgate {
+                        eprintln!(
+                            "  tollgate's recent log:\n{}",
+                            indent(&bench.tollgate.log_tail())
+                        );
+                    } else if target == Target::PgBouncer {
+                        eprintln!(
+                            "  pgbouncer's recent log:\n{}",
+                            indent(&bench.pgbouncer.log_tail())
+                        );
+                    } else {
+                        eprintln!(
+                            "  PostgreSQL's recent log:\n{}",
+                            indent(&bench.postgres.log_tail())
+                        );
+                    }
+                }
+                records.push(RunRecord {
+                    target,
+                    rep,
+                    outcome,
+                });
+            }
+        }
+        results.push(CaseResult {
+            case: case.clone(),
+            command: command_line(case, settings.seconds),
+            records,
+        });
+    }
+    // Stop the poolers before PostgreSQL, so neither logs a lost backend.
+    drop(bench);
+
+    let mut report = Report {
+        header,
+        cases: results,
+    };
+    report.header.tls.extend(negotiated_tls(&report.cases));
+    report.header.setup.push(format!(
+        "Total wall time of this harness run: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let text = report::render(&report);
+    std::fs::write(&settings.output, &text)
+        .with_context(|| format!("write {}", settings.output.display()))?;
+    println!("{text}");
     eprintln!(
-        "tollgate-bench: the benchmark harness is not written yet (see the issue \"Benchmark harness\"); \
-         for a quick load test run `cargo run --release -- quickstart`"
+        "tollgate-bench: report written to {} ({:.0} s)",
+        settings.output.display(),
+        started.elapsed().as_secs_f64()
     );
-    std::process::exit(2);
+    Ok(all_ok)
+}
+
+/// `target/` of the workspace: the harness runs from `target/<profile>/tollgate-bench`.
+fn target_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("find the harness's own executable")?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("the harness is not inside a cargo target directory")
+}
+
+/// A setup step, on stderr.
+fn step(what: &str) {
+    eprintln!("tollgate-bench: {what}");
+}
+
+/// Indents a log excerpt for stderr.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The command line shown in the report for a case.
+fn command_line(case: &Case, seconds: u32) -> String {
+    let mut line = case.command_line(seconds);
+    if let Some(idle) = case.idle {
+        line.push_str(&format!(
+            " with {} idle {} clients held open",
+            idle.count,
+            if idle.tls { "TLS" } else { "plain" }
+        ));
+    }
+    line
+}
+
+/// The end of a progress line: the result of one run.
+fn progress_result(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Measured(m) => {
+            let mut line = format!(
+                "{:.0} tps, {:.2} ms, {} failed",
+                m.summary.tps, m.summary.latency_ms, m.summary.failed
+            );
+            if let Some(us) = m.pooler_us_per_tx() {
+                line.push_str(&format!(", pooler {us:.1} µs/tx"));
+            }
+            if let Some(l) = m.latency {
+                line.push_str(&format!(", p50 {} µs, p99 {} µs", l.p50_us, l.p99_us));
+            }
+            if let Some(i) = &m.idle {
+                line.push_str(&format!(
+                    ", {} idle clients, {:.1} KiB RSS each",
+                    i.clients,
+                    i.kib_per_client()
+                ));
+            }
+            line
+        }
+        Outcome::Failed {
+            reason,
+            expected: true,
+        } => format!("fails as expected: {reason}"),
+        Outcome::Failed {
+            reason,
+            expected: false,
+        } => format!("FAILED: {reason}"),
+        Outcome::NotApplicable(why) => format!("n/a ({why})"),
+    }
+}
+
+/// The report's header: machine, software, setup and TLS.
+fn header(
+    settings: &Settings,
+    fd_limit: u64,
+    postgres: &Postgres,
+    tollgate_bin: &Path,
+    pgbench_bin: &Path,
+) -> Header {
+    let machine = machine::Machine::read();
+    let built = std::fs::metadata(tollgate_bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map_or_else(String::new, |age| {
+            format!(", binary built {} min before this run", age.as_secs() / 60)
+        });
+    let facts = vec![
+        ("CPU".to_owned(), machine.cpu_model),
+        ("Cores".to_owned(), machine.cores.to_string()),
+        ("Memory".to_owned(), machine.memory),
+        ("Kernel".to_owned(), machine.kernel),
+        (
+            "PostgreSQL".to_owned(),
+            postgres
+                .version()
+                .unwrap_or_else(|e| format!("unknown ({e:#})")),
+        ),
+        ("pgbench".to_owned(), machine::program_version(pgbench_bin)),
+        (
+            "PgBouncer".to_owned(),
+            machine::program_version(Path::new(PGBOUNCER_BIN)),
+        ),
+        (
+            "Tollgate".to_owned(),
+            format!(
+                "commit {} ({}{built})",
+                machine::git_commit(&tollgate_target::workspace_root()),
+                tollgate_bin.display()
+            ),
+        ),
+    ];
+    let setup = vec![
+        format!(
+            "Mode: {}; {} repetition(s) of every case; pgbench -T {} s per run; scale factor {}.",
+            if settings.quick {
+                "--quick (smoke test: numbers are not meaningful)"
+            } else {
+                "full"
+            },
+            settings.reps,
+            settings.seconds,
+            settings.scale
+        ),
+        format!(
+            "Both poolers: transaction mode, pool size {POOL_SIZE} per (database, user), \
+             max_client_conn {MAX_CLIENT_CONN}, the same auth file (bench user: the server's \
+             SCRAM verifier, so SCRAM with pass-through to PostgreSQL; idle user: md5 hash), \
+             plain TCP to PostgreSQL on 127.0.0.1. PgBouncer runs as an unprivileged user when \
+             the harness is root. Open-files limit: {fd_limit}."
+        ),
+        "Each repetition runs the three targets back to back, rotating their order between \
+         repetitions; before every run pgbench_history is truncated, the pgbench tables are \
+         vacuumed and PostgreSQL checkpoints."
+            .to_owned(),
+        "pgbench: -j 2 (1 for one client), -n, connecting to 127.0.0.1 over TCP. Ratios are per \
+         repetition (runs of one repetition are back to back), then the median over \
+         repetitions with min–max."
+            .to_owned(),
+        "CPU: PostgreSQL = postmaster + all its backends (utime+stime from /proc, exited \
+         backends included); pooler = the pooler process; pgbench = its rusage from wait4. \
+         Other load = machine-wide busy CPU (/proc/stat) minus those three, in cores, averaged \
+         over the run; loadavg is /proc/loadavg's 1-minute value at the end of the run."
+            .to_owned(),
+        format!(
+            "Idle clients: {} connections opened by the harness (raw protocol, md5 login, TLS \
+             via rustls for the TLS case) and held open during a 32-client select-simple run; \
+             RSS per idle client = pooler VmRSS after opening them minus before, divided by \
+             their number. Direct PostgreSQL is not measured there (it would need one backend \
+             per client).",
+            settings.idle_clients
+        ),
+    ];
+    let tls = vec![
+        "Certificates: ECDSA P-256 (prime256v1) CA and leaf generated by \
+         tollgate_localpg::certs::generate; Tollgate and PgBouncer (client_tls_sslmode = allow) \
+         present the same certificate and key; PostgreSQL presents its own from the same \
+         generator for the direct TLS runs."
+            .to_owned(),
+        "Clients: pgbench (libpq, OpenSSL) with sslmode=require for connect-storm tls; the \
+         harness's idle TLS clients use rustls with the ring provider."
+            .to_owned(),
+        "Poolers to PostgreSQL: plain TCP (sslmode=disable).".to_owned(),
+    ];
+    Header { facts, setup, tls }
+}
+
+/// "Negotiated with the idle TLS clients: ..." lines, one per pooler, from the runs.
+fn negotiated_tls(cases: &[CaseResult]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for target in [Target::Tollgate, Target::PgBouncer] {
+        let session = cases
+            .iter()
+            .flat_map(|c| &c.records)
+            .filter(|r| r.target == target)
+            .find_map(|r| match &r.outcome {
+                Outcome::Measured(m) => m.idle.as_ref()?.tls_session.clone(),
+                _ => None,
+            });
+        if let Some(session) = session {
+            lines.push(format!(
+                "Negotiated by the idle TLS clients with {}: {session}.",
+                target.name()
+            ));
+        }
+    }
+    lines
 }

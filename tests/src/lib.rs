@@ -2,6 +2,13 @@
 //! `tollgate-localpg`), a Tollgate in front of it in this process, and helpers to drive real
 //! clients (tokio-postgres, psql, pgbench) through it.
 
+pub mod raw;
+
+pub mod connected;
+pub mod pg_tls;
+pub mod pgbench;
+pub mod poll;
+
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;

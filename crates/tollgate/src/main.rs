@@ -24,7 +24,7 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Start a throwaway PostgreSQL, put Tollgate in front, run pgbench through it.
-    Quickstart(QuickstartArgs),
+    Quickstart(Box<QuickstartArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                     cli.settings.log_level.as_deref().unwrap_or("warn"),
                     tollgate::config::LogFormat::Text,
                 );
-                tollgate::quickstart::run(args, cli.settings).await
+                tollgate::quickstart::run(*args, cli.settings).await
             }
             Command::Run => serve(cli.settings, cli.config).await,
         }

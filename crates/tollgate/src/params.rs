@@ -17,6 +17,10 @@ pub const TRACKED: &[&str] = &[
     "timezone",
 ];
 
+/// Stands for "this backend's value is unknown" (after a client's RESET): never equal to a real
+/// value, so the next diff sets or resets the setting explicitly.
+pub const UNKNOWN: &str = "\u{0}unknown";
+
 /// Whether `name` (any case) is a tracked setting.
 pub fn is_tracked(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -42,6 +46,13 @@ impl ParamSet {
             None => {
                 self.map.insert(key, (name.to_string(), value.to_string()));
             }
+        }
+    }
+
+    /// Marks every name in `names` as unknown on this backend.
+    pub fn mark_unknown<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
+        for n in names {
+            self.set(n, UNKNOWN);
         }
     }
 

@@ -87,6 +87,8 @@ fn scan_statement(stmt: &[Token]) -> Option<PinReason> {
     let first = word(stmt.first());
     match first {
         Some("set") => return scan_set(stmt.get(1..).unwrap_or(&[])),
+        // RESET and DISCARD ALL do not pin: see `scan_resets`.
+        Some("reset") | Some("discard") => return None,
         Some("prepare") => return Some(PinReason::Prepare),
         Some("listen") => return Some(PinReason::Listen),
         Some("load") => return Some(PinReason::Load),
@@ -132,6 +134,40 @@ fn scan_statement(stmt: &[Token]) -> Option<PinReason> {
         return Some(PinReason::TempTable);
     }
     None
+}
+
+/// What a statement puts back to the backend's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reset {
+    /// `RESET ALL` / `DISCARD ALL`: every setting.
+    All,
+    /// `RESET name` (lower-cased).
+    Setting(String),
+}
+
+/// The resets in `sql`. They do not pin: the relay marks the affected settings on the backend
+/// as unknown, so the next borrow re-applies (or resets) them explicitly for whichever client
+/// gets it. (Why not just forget them: RESET is transactional, and a rolled-back RESET leaves
+/// the old value in place.)
+pub fn scan_resets(sql: &str) -> Vec<Reset> {
+    let tokens = lex(sql);
+    let mut out = Vec::new();
+    for stmt in tokens.split(|t| *t == Token::Semicolon) {
+        match (word(stmt.first()), word(stmt.get(1)), word(stmt.get(2))) {
+            (Some("reset"), Some("all"), _) | (Some("discard"), Some("all"), _) => {
+                out.push(Reset::All)
+            }
+            (Some("reset"), Some("time"), Some("zone")) => {
+                out.push(Reset::Setting("timezone".into()))
+            }
+            (Some("reset"), Some("session"), Some("authorization")) => {
+                out.push(Reset::Setting("session_authorization".into()))
+            }
+            (Some("reset"), Some(name), _) => out.push(Reset::Setting(name.to_string())),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// After `SET`: which forms outlive the transaction and touch untracked state.
@@ -336,6 +372,13 @@ mod tests {
             "SET TIME ZONE 'UTC'",
             "set application_name to 'x'",
             "SET NAMES 'UTF8'",
+            "RESET TimeZone",
+            "RESET TIME ZONE",
+            "reset application_name",
+            "DISCARD PLANS",
+            "DISCARD ALL",
+            "RESET ALL",
+            "RESET statement_timeout",
             "SELECT pg_advisory_xact_lock(1)",
             "select set_config('request.jwt', 'x', true)",
             "SELECT 'SET search_path = x; PREPARE'",
@@ -347,6 +390,20 @@ mod tests {
         ] {
             assert_eq!(scan_sql(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn resets_are_found_per_statement() {
+        assert_eq!(scan_resets("RESET ALL"), vec![Reset::All]);
+        assert_eq!(scan_resets("select 1; discard all"), vec![Reset::All]);
+        assert_eq!(
+            scan_resets("RESET statement_timeout; RESET TIME ZONE"),
+            vec![
+                Reset::Setting("statement_timeout".into()),
+                Reset::Setting("timezone".into())
+            ]
+        );
+        assert!(scan_resets("SELECT 'RESET ALL'; DISCARD PLANS").is_empty());
     }
 
     #[test]

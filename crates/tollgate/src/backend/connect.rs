@@ -238,7 +238,7 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
                 return Err(if fields.code.starts_with("28") {
                     BackendError::LoginRefused {
                         user: user.to_string(),
-                        fields,
+                        fields: Box::new(fields),
                     }
                 } else {
                     BackendError::Server(fields)

@@ -30,7 +30,10 @@ pub enum BackendError {
     Server(ErrorFields),
     /// The server refused the credentials Tollgate holds for a user.
     #[error("the database refused Tollgate's login as user {user:?}: {}; check that user's entry in the auth file", .fields.message)]
-    LoginRefused { user: String, fields: ErrorFields },
+    LoginRefused {
+        user: String,
+        fields: Box<ErrorFields>,
+    },
     /// The server asked for a login method our credentials cannot answer.
     #[error("{0}")]
     AuthUnsupported(String),

@@ -9,7 +9,7 @@ pub mod relay;
 pub mod startup;
 
 use crate::config::PoolMode;
-use crate::params::{parse_options, valid_name, ParamSet};
+use crate::params::{is_tracked, parse_options, valid_name, ParamSet};
 use crate::pool::PoolKey;
 use crate::server::Shared;
 use bytes::BytesMut;
@@ -168,8 +168,11 @@ async fn serve(
         let mut extras = Vec::new();
         for (k, v) in &startup_settings {
             want.set(k, v);
-            if baseline.get(k).is_none() && !extras.contains(k) {
-                extras.push(k.clone());
+            // Every untracked setting is applied per backend, including ones the server
+            // reports (default_transaction_read_only): the baseline's value is not the client's.
+            let k = k.to_ascii_lowercase();
+            if !is_tracked(&k) && !extras.contains(&k) {
+                extras.push(k);
             }
         }
         relay.want = want;
@@ -184,7 +187,10 @@ async fn serve(
 
         let mut out = BytesMut::new();
         for (k, v) in relay.want.iter() {
-            if !relay.extras.iter().any(|e| e.eq_ignore_ascii_case(k)) {
+            // Announce what the server reports (the baseline's names), not the extras it never does.
+            let unreported = baseline.get(k).is_none()
+                && relay.extras.iter().any(|e| e.eq_ignore_ascii_case(k));
+            if !unreported {
                 build::parameter_status(&mut out, k, v);
             }
         }

@@ -13,7 +13,7 @@ use crate::backend::ServerConn;
 use crate::cancel::CancelKey;
 use crate::config::PoolMode;
 use crate::params::ParamSet;
-use crate::pin::{scan_sql, PinReason};
+use crate::pin::{scan_resets, scan_sql, PinReason, Reset};
 use crate::pool::Pool;
 use crate::server::Shared;
 use bytes::BytesMut;
@@ -300,9 +300,11 @@ impl<'a> Relay<'a> {
                         }
                         frontend::tag::QUERY => {
                             self.outstanding += 1;
-                            if let Some(r) = scan_sql(frontend::parse_query(body)?) {
+                            let sql = frontend::parse_query(body)?;
+                            if let Some(r) = scan_sql(sql) {
                                 self.pin(r);
                             }
+                            self.note_resets(sql);
                         }
                         frontend::tag::PARSE => {
                             self.extended_open = true;
@@ -312,6 +314,7 @@ impl<'a> Relay<'a> {
                             } else if let Some(r) = scan_sql(p.query) {
                                 self.pin(r);
                             }
+                            self.note_resets(p.query);
                         }
                         _ => {}
                     }
@@ -330,6 +333,30 @@ impl<'a> Relay<'a> {
             }
         }
         Ok(terminate)
+    }
+
+    /// A client's RESET / DISCARD ALL leaves untracked settings on this backend in a state the
+    /// proxy cannot be sure of (RESET is transactional): mark them unknown so the next borrow
+    /// sets or resets them explicitly. Tracked settings are reported back by the server.
+    fn note_resets(&mut self, sql: &str) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        for reset in scan_resets(sql) {
+            match reset {
+                Reset::All => {
+                    let extras = server.extras.clone();
+                    server.params.mark_unknown(&extras);
+                }
+                Reset::Setting(name) if !crate::params::is_tracked(&name) => {
+                    server.params.mark_unknown([&name]);
+                    if !server.extras.contains(&name) {
+                        server.extras.push(name);
+                    }
+                }
+                Reset::Setting(_) => {}
+            }
+        }
     }
 
     fn note_client_message(&mut self, tag: u8) {
