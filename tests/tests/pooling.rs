@@ -64,10 +64,20 @@ async fn five_hundred_clients_share_ten_backends_and_each_gets_its_own_answers()
             let connected = dialer.connect().await;
             // Wait even on failure so the others are not stranded at the barrier.
             if all_connected.wait().await.is_leader() {
-                let current = shared.stats.clients_current.get();
+                // Every client has its ReadyForQuery; the proxy's count is read with a short
+                // bounded poll because its gauge and the client's socket are not one event.
+                let counted = tollgate_e2e::poll::poll_until(
+                    "the proxy to count every client",
+                    Duration::from_secs(5),
+                    || shared.stats.clients_current.get() == CLIENTS as u64,
+                )
+                .await;
                 ensure!(
-                    current == CLIENTS as u64,
-                    "{current} clients connected at once, expected {CLIENTS}"
+                    counted.is_ok(),
+                    "{} clients connected at once, expected {CLIENTS} (registry {}, closed {})",
+                    shared.stats.clients_current.get(),
+                    shared.clients.list().len(),
+                    shared.stats.clients_closed.get()
                 );
             }
             let c = connected.with_context(|| format!("client {n} connect"))?;

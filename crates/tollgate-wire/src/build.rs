@@ -257,6 +257,51 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     tagged(buf, frontend_tag::QUERY, |b| put_cstr(b, sql.as_bytes()));
 }
 
+/// Appends RowDescription for text columns ("Message Formats": RowDescription); the proxy's
+/// own result sets (the admin console) are all text.
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    tagged(buf, backend_tag::ROW_DESCRIPTION, |b| {
+        b.put_i16(i16::try_from(columns.len()).unwrap_or(i16::MAX));
+        for name in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_i32(0); // table OID
+            b.put_i16(0); // column number
+            b.put_i32(25); // type OID: text
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// Appends DataRow with text values (`None` is SQL NULL).
+pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+    tagged(buf, backend_tag::DATA_ROW, |b| {
+        b.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+/// Appends CommandComplete with its tag ("SELECT 3", "PAUSE", ...).
+pub fn command_complete(buf: &mut BytesMut, command_tag: &str) {
+    tagged(buf, backend_tag::COMMAND_COMPLETE, |b| {
+        put_cstr(b, command_tag.as_bytes())
+    });
+}
+
+/// Appends EmptyQueryResponse (the answer to an empty query string).
+pub fn empty_query_response(buf: &mut BytesMut) {
+    tagged(buf, backend_tag::EMPTY_QUERY_RESPONSE, |_| {});
+}
+
 /// Appends Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     tagged(buf, frontend_tag::TERMINATE, |_| {});
@@ -265,6 +310,30 @@ pub fn terminate(buf: &mut BytesMut) {
 /// Appends Sync.
 pub fn sync(buf: &mut BytesMut) {
     tagged(buf, frontend_tag::SYNC, |_| {});
+}
+
+#[cfg(test)]
+mod result_set_tests {
+    use super::*;
+    use crate::frame::read_message;
+
+    #[test]
+    fn result_set_messages_frame_correctly() {
+        let mut buf = BytesMut::new();
+        row_description(&mut buf, &["a", "bb"]);
+        data_row(&mut buf, &[Some("x"), None]);
+        command_complete(&mut buf, "SELECT 1");
+        empty_query_response(&mut buf);
+        let tags: Vec<u8> = std::iter::from_fn(|| {
+            read_message(&mut buf, 1 << 20)
+                .ok()
+                .flatten()
+                .map(|m| m.tag)
+        })
+        .collect();
+        assert_eq!(tags, b"TDCI");
+        assert!(buf.is_empty());
+    }
 }
 
 #[cfg(test)]

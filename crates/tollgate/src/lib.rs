@@ -5,9 +5,11 @@
 //! [`backend::ServerConn`] → [`session::relay`] moves messages (consulting [`pin`] and
 //! [`params`]) → back to the pool. See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod clients;
 pub mod config;
 pub mod logging;
 pub mod params;
@@ -16,7 +18,8 @@ pub mod pool;
 pub mod quickstart;
 pub mod server;
 pub mod session;
-pub mod stats;
+
+pub mod metrics;
 pub mod stream;
 pub mod tls;
 

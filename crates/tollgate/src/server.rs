@@ -5,8 +5,8 @@ use crate::auth::Authenticator;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::metrics::Stats;
 use crate::pool::{PoolSettings, Pools};
-use crate::stats::Stats;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct Shared {
     pub auth: Authenticator,
     /// Cancel keys.
     pub cancels: CancelRegistry,
+    /// Logged-in clients (SHOW CLIENTS, KILL).
+    pub clients: crate::clients::ClientRegistry,
     /// Client-side TLS, if configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Counters.
@@ -101,6 +103,7 @@ impl Server {
             pools: Pools::new(settings, connector),
             auth,
             cancels: CancelRegistry::default(),
+            clients: Default::default(),
             tls,
             stats: Stats::default(),
             shutdown: rx,

@@ -92,6 +92,10 @@ pub struct Config {
     pub max_message_size: usize,
     /// Drain time on shutdown.
     pub shutdown_timeout: Duration,
+    /// Admin HTTP listener; `None` when off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Who may open the admin console.
+    pub admin_users: Vec<String>,
     /// tracing filter.
     pub log_level: String,
     /// Log format.
@@ -283,6 +287,22 @@ impl Config {
         let server_reset_query = raw
             .server_reset_query
             .unwrap_or_else(|| "DISCARD ALL".into());
+        let admin_listen = match raw.admin_listen.as_deref().unwrap_or("127.0.0.1:9930") {
+            "off" | "" => None,
+            a => Some(a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "admin_listen",
+                    format!("{a:?} is not an IP:port address (or \"off\")"),
+                )
+            })?),
+        };
+        let admin_users: Vec<String> = raw
+            .admin_users
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
         let log_format = match raw.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -314,6 +334,8 @@ impl Config {
             max_client_conn,
             max_message_size,
             shutdown_timeout,
+            admin_listen,
+            admin_users,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
             log_format,
         })

@@ -94,6 +94,14 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
 
+    /// Admin HTTP listener for /metrics, /healthz, /readyz ("off" disables) [default: 127.0.0.1:9930].
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+
+    /// Users who may open the admin console (database "tollgate"), comma-separated.
+    #[arg(long, env = "TOLLGATE_ADMIN_USERS", value_delimiter = ',')]
+    pub admin_users: Option<Vec<String>>,
+
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, env = "TOLLGATE_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -143,6 +151,8 @@ impl RawConfig {
             max_client_conn,
             max_message_size,
             shutdown_timeout,
+            admin_listen,
+            admin_users,
             log_level,
             log_format,
         )

@@ -19,6 +19,14 @@ pub enum PoolError {
         /// Whether the global cap (not the pool's own limit) was the bound.
         global_cap: bool,
     },
+    /// An operator paused the pool and did not resume it within the borrow timeout.
+    #[error("pool {pool} is paused by an operator (PAUSE) and was not resumed within {waited_secs} s; retry later")]
+    Paused {
+        /// `user/database`.
+        pool: String,
+        /// How long the client waited.
+        waited_secs: u64,
+    },
     /// Opening a new connection failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -32,6 +40,7 @@ impl PoolError {
     pub fn sqlstate(&self) -> &str {
         match self {
             PoolError::Exhausted { .. } => "53300",
+            PoolError::Paused { .. } => "57P03",
             PoolError::Backend(e) => e.sqlstate(),
             PoolError::ShuttingDown => "57P01",
         }

@@ -16,6 +16,8 @@ pub struct Global {
     blocked: Mutex<VecDeque<Weak<Pool>>>,
     /// Every pool, for evicting idle connections when another pool needs the room.
     all: Mutex<Vec<Weak<Pool>>>,
+    /// Whether the database answered the last connection attempt or probe.
+    available: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Global {
@@ -27,6 +29,7 @@ impl Default for Global {
             idle: AtomicUsize::new(0),
             blocked: Mutex::new(VecDeque::new()),
             all: Mutex::new(Vec::new()),
+            available: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -50,6 +53,21 @@ impl Global {
             max_idle = idle,
             "backend connection caps set"
         );
+    }
+
+    /// Records whether the database is reachable.
+    pub fn set_available(&self, up: bool) {
+        self.available.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the database was reachable at the last attempt.
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// The cap on idle connections (usize::MAX until known).
+    pub fn max_idle(&self) -> usize {
+        self.max_idle.load(Ordering::Relaxed)
     }
 
     /// The cap on open connections (usize::MAX until known).

@@ -15,6 +15,7 @@ pub use global::Global;
 pub use slot::Slot;
 
 use crate::backend::{Connector, Credential, ServerConn};
+use crate::metrics::PoolStats;
 use crate::params::ParamSet;
 use global::lock;
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +25,7 @@ use tokio::sync::oneshot;
 use tollgate_wire::TxStatus;
 
 /// Limits every pool shares.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
     /// Per-pool cap.
     pub pool_size: usize,
@@ -96,7 +97,11 @@ pub struct PoolSnapshot {
 pub struct Pool {
     /// Which pool.
     pub key: PoolKey,
-    settings: PoolSettings,
+    /// Measurements (RDS Proxy's per-proxy CloudWatch set, per pool here).
+    pub stats: PoolStats,
+    settings: Mutex<PoolSettings>,
+    /// True while an operator has paused this pool (PAUSE in the console).
+    paused: tokio::sync::watch::Sender<bool>,
     connector: Arc<Connector>,
     global: Arc<Global>,
     state: Mutex<State>,
@@ -114,7 +119,9 @@ impl Pool {
     ) -> Arc<Pool> {
         let pool = Arc::new_cyclic(|weak| Pool {
             key,
-            settings,
+            stats: PoolStats::default(),
+            settings: Mutex::new(settings),
+            paused: tokio::sync::watch::channel(false).0,
             connector,
             global: global.clone(),
             state: Mutex::new(State {
@@ -128,6 +135,27 @@ impl Pool {
         });
         global.register(Arc::downgrade(&pool));
         pool
+    }
+
+    /// The limits in force (they change on reload).
+    pub fn settings(&self) -> PoolSettings {
+        *lock(&self.settings)
+    }
+
+    /// Applies reloaded limits; a larger pool serves its waiters at once.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        *lock(&self.settings) = settings;
+        let _ = self.grant_waiters();
+    }
+
+    /// Stops lending connections (running transactions finish) or starts again.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
     }
 
     /// Records how to log in as this pool's user (the latest client's proof).
@@ -153,7 +181,7 @@ impl Pool {
 
     /// A slot if this pool and the global cap both have room.
     fn try_slot(&self, st: &mut State) -> Option<Slot> {
-        if st.open < self.settings.pool_size && self.global.try_acquire() {
+        if st.open < self.settings().pool_size && self.global.try_acquire() {
             st.open += 1;
             Some(Slot::new(self.weak_self.clone(), self.global.clone()))
         } else {
@@ -165,7 +193,30 @@ impl Pool {
     /// timeout, in arrival order.
     pub async fn get(&self) -> Result<ServerConn, PoolError> {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.settings.borrow_timeout;
+        self.stats.connection_requests.inc();
+        let result = self.get_inner(started).await;
+        match &result {
+            Ok(_) => self.stats.borrow_latency.record(started.elapsed()),
+            Err(PoolError::Exhausted { .. }) => self.stats.borrow_timeouts.inc(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn get_inner(&self, started: Instant) -> Result<ServerConn, PoolError> {
+        let deadline = tokio::time::Instant::now() + self.settings().borrow_timeout;
+        if self.is_paused() {
+            let mut paused = self.paused.subscribe();
+            if tokio::time::timeout_at(deadline, paused.wait_for(|p| !*p))
+                .await
+                .is_err()
+            {
+                return Err(PoolError::Paused {
+                    pool: self.key.to_string(),
+                    waited_secs: started.elapsed().as_secs(),
+                });
+            }
+        }
         let mut stale = Vec::new();
         #[allow(clippy::large_enum_variant)]
         enum Next {
@@ -179,7 +230,7 @@ impl Pool {
                 match st.idle.pop_back() {
                     Some(mut conn) => {
                         self.global.remove_idle();
-                        if conn.created.elapsed() >= self.settings.server_lifetime
+                        if conn.created.elapsed() >= self.settings().server_lifetime
                             || !conn.looks_alive()
                         {
                             stale.push(conn);
@@ -192,7 +243,7 @@ impl Pool {
                         None => {
                             let (tx, rx) = oneshot::channel();
                             st.waiters.push_back(tx);
-                            let global_bound = st.open < self.settings.pool_size;
+                            let global_bound = st.open < self.settings().pool_size;
                             break Next::Wait(rx, global_bound);
                         }
                     },
@@ -235,7 +286,7 @@ impl Pool {
         let limit = if global_cap {
             self.global.max_open()
         } else {
-            self.settings.pool_size
+            self.settings().pool_size
         };
         let in_use = if global_cap {
             self.global.open()
@@ -255,10 +306,24 @@ impl Pool {
         let cred = lock(&self.credential)
             .clone()
             .ok_or(PoolError::ShuttingDown)?;
-        let mut conn = self
+        let mut conn = match self
             .connector
             .connect(&self.key.user, &self.key.database, &cred)
-            .await?;
+            .await
+        {
+            Ok(c) => {
+                self.stats.setup_succeeded.inc();
+                self.global.set_available(true);
+                c
+            }
+            Err(e) => {
+                self.stats.setup_failed.inc();
+                if !e.is_server_error() {
+                    self.global.set_available(false);
+                }
+                return Err(e.into());
+            }
+        };
         conn.slot = Some(slot);
         {
             let mut baseline = lock(&self.baseline);
@@ -271,8 +336,8 @@ impl Pool {
                 Ok(Some(v)) => match v.parse::<usize>() {
                     Ok(n) => self.global.set_limits(
                         n,
-                        self.settings.max_connections_percent,
-                        self.settings.max_idle_connections_percent,
+                        self.settings().max_connections_percent,
+                        self.settings().max_idle_connections_percent,
                     ),
                     Err(_) => {
                         tracing::warn!(value = %v, "could not read max_connections; no global cap")
@@ -290,7 +355,7 @@ impl Pool {
     pub fn put(&self, conn: ServerConn) {
         if conn.broken
             || conn.tx_status != TxStatus::Idle
-            || conn.created.elapsed() >= self.settings.server_lifetime
+            || conn.created.elapsed() >= self.settings().server_lifetime
         {
             close(conn);
             return;
@@ -338,7 +403,7 @@ impl Pool {
                     break GrantOutcome::Done;
                 }
                 let Some(slot) = self.try_slot(&mut st) else {
-                    break if st.open < self.settings.pool_size {
+                    break if st.open < self.settings().pool_size {
                         GrantOutcome::StillBlocked
                     } else {
                         GrantOutcome::Done
@@ -392,8 +457,8 @@ impl Pool {
         {
             let mut st = lock(&self.state);
             let (idle_to, life) = (
-                self.settings.server_idle_timeout,
-                self.settings.server_lifetime,
+                self.settings().server_idle_timeout,
+                self.settings().server_lifetime,
             );
             let mut keep = VecDeque::with_capacity(st.idle.len());
             while let Some(mut c) = st.idle.pop_front() {
@@ -446,7 +511,9 @@ fn close_all(conns: Vec<ServerConn>) {
 
 /// All pools, created on first use.
 pub struct Pools {
-    settings: PoolSettings,
+    settings: Mutex<PoolSettings>,
+    /// Databases paused by an operator (`*` for all).
+    paused: Mutex<std::collections::BTreeSet<String>>,
     connector: Arc<Connector>,
     global: Arc<Global>,
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
@@ -456,7 +523,8 @@ impl Pools {
     /// An empty set of pools.
     pub fn new(settings: PoolSettings, connector: Arc<Connector>) -> Self {
         Pools {
-            settings,
+            settings: Mutex::new(settings),
+            paused: Mutex::new(Default::default()),
             connector,
             global: Arc::new(Global::default()),
             map: Mutex::new(HashMap::new()),
@@ -465,15 +533,17 @@ impl Pools {
 
     /// The pool for (database, user), created if new.
     pub fn get_or_create(&self, key: PoolKey) -> Arc<Pool> {
+        let settings = *lock(&self.settings);
+        let paused = {
+            let set = lock(&self.paused);
+            set.contains("*") || set.contains(&key.database)
+        };
         let mut map = lock(&self.map);
         map.entry(key.clone())
             .or_insert_with(|| {
-                Pool::new(
-                    key,
-                    self.settings.clone(),
-                    self.connector.clone(),
-                    self.global.clone(),
-                )
+                let pool = Pool::new(key, settings, self.connector.clone(), self.global.clone());
+                pool.set_paused(paused);
+                pool
             })
             .clone()
     }
@@ -486,6 +556,43 @@ impl Pools {
     /// The global counters.
     pub fn global(&self) -> &Arc<Global> {
         &self.global
+    }
+
+    /// Every pool.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        lock(&self.map).values().cloned().collect()
+    }
+
+    /// Applies reloaded limits to every pool and to pools created from now on.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        *lock(&self.settings) = settings;
+        for p in self.all() {
+            p.update_settings(settings);
+        }
+    }
+
+    /// Pauses (or resumes) the pools of `database`, or all pools for `None`; returns how many.
+    pub fn set_paused(&self, database: Option<&str>, paused: bool) -> usize {
+        {
+            let mut set = lock(&self.paused);
+            let key = database.unwrap_or("*").to_string();
+            if paused {
+                set.insert(key);
+            } else if database.is_none() {
+                set.clear();
+            } else {
+                set.remove(&key);
+            }
+        }
+        let pools: Vec<_> = self
+            .all()
+            .into_iter()
+            .filter(|p| database.is_none_or(|d| p.key.database == d))
+            .collect();
+        for p in &pools {
+            p.set_paused(paused);
+        }
+        pools.len()
     }
 
     /// Snapshots of every pool.

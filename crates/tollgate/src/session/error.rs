@@ -24,6 +24,9 @@ pub enum SessionError {
     /// Startup asked for something Tollgate does not do.
     #[error("{0}")]
     Unsupported(String),
+    /// The virtual admin database was asked for by a user not in admin_users.
+    #[error("user \"{user}\" may not open the Tollgate admin console; add it to admin_users")]
+    NotAdmin { user: String },
     /// The startup packet lacked a user.
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
@@ -42,6 +45,9 @@ pub enum SessionError {
     /// The client was silent for longer than idle_client_timeout.
     #[error("closing the connection after {} s without activity (idle_client_timeout)", .0.as_secs())]
     IdleTimeout(Duration),
+    /// An operator ended this session (KILL in the console).
+    #[error("terminating connection due to administrator command (KILL in the Tollgate console)")]
+    Killed,
     /// Tollgate is shutting down.
     #[error("Tollgate is shutting down; reconnect to another instance or retry shortly")]
     ShuttingDown,
@@ -60,13 +66,15 @@ impl SessionError {
             SessionError::Wire(WireError::TooLarge { .. }) => "54000",
             SessionError::Wire(_) | SessionError::Protocol(_) => "08P01",
             SessionError::UnsupportedVersion { .. } | SessionError::Unsupported(_) => "0A000",
-            SessionError::TlsRequired | SessionError::NoUser => "28000",
+            SessionError::TlsRequired | SessionError::NoUser | SessionError::NotAdmin { .. } => {
+                "28000"
+            }
             SessionError::AuthFailed { .. } => "28P01",
             SessionError::Pool(e) => e.sqlstate(),
             SessionError::Backend(e) => e.sqlstate(),
             SessionError::ServerLost(_) => "08006",
             SessionError::IdleTimeout(_) => "57P05",
-            SessionError::ShuttingDown => "57P01",
+            SessionError::ShuttingDown | SessionError::Killed => "57P01",
             SessionError::ClientIo(_) | SessionError::ClientTls(_) => return None,
         })
     }
@@ -102,9 +110,12 @@ impl SessionError {
             SessionError::Unsupported(_) => "unsupported",
             SessionError::TlsRequired => "tls_required",
             SessionError::NoUser => "no_user",
+            SessionError::NotAdmin { .. } => "not_admin",
             SessionError::AuthFailed { .. } => "auth_failed",
             SessionError::Pool(PoolError::Exhausted { .. }) => "pool_exhausted",
             SessionError::Pool(PoolError::ShuttingDown) | SessionError::ShuttingDown => "shutdown",
+            SessionError::Pool(PoolError::Paused { .. }) => "pool_paused",
+            SessionError::Killed => "killed",
             SessionError::Pool(PoolError::Backend(_)) | SessionError::Backend(_) => "backend_error",
             SessionError::ServerLost(_) => "backend_lost",
             SessionError::IdleTimeout(_) => "idle_timeout",

@@ -32,7 +32,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         Ok((Some(client), Ok(startup::Opening::Session { params }))) => (client, params),
         Ok((_, Ok(_))) => return,
         Ok((client, Err(e))) => {
-            shared.stats.clients_setup_failed.inc();
+            shared.stats.setup_failed(e.reason());
             tracing::info!(%peer, reason = e.reason(), error = %e, "client refused during startup");
             if let Some(mut client) = client {
                 client.send_error("FATAL", &e).await;
@@ -41,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
         Err(_) => {
-            shared.stats.clients_setup_failed.inc();
+            shared.stats.setup_failed("login_timeout");
             tracing::info!(%peer, reason = "login_timeout", "client did not finish startup within client_login_timeout");
             return;
         }
@@ -68,7 +68,7 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         }
         Err((e, logged_in)) => {
             if !logged_in {
-                shared.stats.clients_setup_failed.inc();
+                shared.stats.setup_failed(e.reason());
                 if matches!(e, SessionError::AuthFailed { .. }) {
                     shared.stats.auth_failures.inc();
                 }
@@ -140,11 +140,27 @@ async fn serve(
         database: shared.pools.connector().database_for(database).to_string(),
         user: user.to_string(),
     };
+    if key.database == crate::admin::console::DATABASE {
+        if !shared.config.admin_users.iter().any(|u| u == user) {
+            return Err(not_in(SessionError::NotAdmin {
+                user: user.to_string(),
+            }));
+        }
+        shared.stats.clients_setup_succeeded.inc();
+        let _current = CurrentClient(shared, None);
+        return crate::admin::console::serve(shared, client, user)
+            .await
+            .map_err(|e| (e, true));
+    }
     let pool = shared.pools.get_or_create(key);
     pool.set_credential(cred);
     shared.stats.clients_setup_succeeded.inc();
     shared.stats.clients_current.inc();
-    let _current = CurrentClient(shared);
+    pool.stats.clients.inc();
+    let _current = CurrentClient(shared, Some(pool.clone()));
+    let registration = shared
+        .clients
+        .register(client.peer, user, database, client.stream.is_tls());
     let logged_in = |e: SessionError| (e, true);
 
     let cancel_key = shared.cancels.issue();
@@ -156,6 +172,7 @@ async fn serve(
         cancel_key,
         ParamSet::default(),
         Vec::new(),
+        registration.info.clone(),
     );
     let result = async {
         // The backend's defaults, then the client's own settings over them.
@@ -206,11 +223,15 @@ async fn serve(
     result.map_err(logged_in)
 }
 
-/// Keeps the connected-clients gauge right however the session ends.
-struct CurrentClient<'a>(&'a Shared);
+/// Keeps the connected-clients gauges right however the session ends.
+struct CurrentClient<'a>(&'a Shared, Option<Arc<crate::pool::Pool>>);
 
 impl Drop for CurrentClient<'_> {
     fn drop(&mut self) {
-        self.0.stats.clients_current.dec();
+        self.0.stats.clients_closed.inc();
+        if let Some(pool) = &self.1 {
+            self.0.stats.clients_current.dec();
+            pool.stats.clients.dec();
+        }
     }
 }

@@ -11,13 +11,16 @@ use super::client::ClientConn;
 use super::error::SessionError;
 use crate::backend::ServerConn;
 use crate::cancel::CancelKey;
+use crate::clients::{ClientInfo, ClientState};
 use crate::config::PoolMode;
 use crate::params::ParamSet;
 use crate::pin::{scan_resets, scan_sql, PinReason, Reset};
 use crate::pool::Pool;
+use crate::pool::PoolError;
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_wire::scanner::{Chunk, Scanner};
 use tollgate_wire::{backend, frontend, TxStatus};
@@ -51,6 +54,14 @@ pub struct Relay<'a> {
     pub(super) pinned: Option<PinReason>,
     draining: bool,
     out: BytesMut,
+    /// This client's entry in the registry (SHOW CLIENTS, KILL).
+    info: Arc<ClientInfo>,
+    /// Whether the held backend is inside a transaction (for the in-transaction gauge).
+    in_transaction: bool,
+    /// When the current request's first bytes were handled (QueryResponseLatency).
+    request_started: Option<Instant>,
+    /// When the current request was written to the backend (QueryDatabaseResponseLatency).
+    sent_at: Option<Instant>,
 }
 
 fn client_inspects(tag: u8) -> bool {
@@ -78,6 +89,7 @@ impl<'a> Relay<'a> {
         key: CancelKey<'a>,
         want: ParamSet,
         extras: Vec<String>,
+        info: Arc<ClientInfo>,
     ) -> Self {
         Relay {
             shared,
@@ -94,6 +106,10 @@ impl<'a> Relay<'a> {
             pinned: None,
             draining: false,
             out: BytesMut::new(),
+            info,
+            in_transaction: false,
+            request_started: None,
+            sent_at: None,
         }
     }
 
@@ -104,12 +120,13 @@ impl<'a> Relay<'a> {
     /// Takes a backend from the pool, waiting if need be (up to the borrow timeout).
     pub async fn take_from_pool(&self) -> Result<ServerConn, SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
+        self.info.set_state(ClientState::Waiting);
         let conn = tokio::select! {
-            r = self.pool.get() => r?,
-            _ = crate::server::shutdown_started(&mut shutdown) => return Err(SessionError::ShuttingDown),
+            r = self.pool.get() => r,
+            _ = crate::server::shutdown_started(&mut shutdown) => Err(PoolError::ShuttingDown),
         };
-        self.shared.stats.borrows.inc();
-        Ok(conn)
+        self.info.set_state(ClientState::Idle);
+        Ok(conn?)
     }
 
     /// Takes a backend and makes it match the client.
@@ -162,8 +179,28 @@ impl<'a> Relay<'a> {
             }
         }
         self.key.set_target(Some(conn.cancel.clone()));
+        self.info.set_backend_pid(conn.cancel.process_id);
+        self.info.set_state(ClientState::Active);
+        self.pool.stats.borrowed.inc();
+        self.in_transaction = conn.tx_status != TxStatus::Idle;
+        if self.in_transaction {
+            self.pool.stats.in_transaction.inc();
+        }
         self.server = Some(conn);
         Ok(())
+    }
+
+    /// Takes the backend off this session, keeping the gauges and the cancel key right.
+    fn detach(&mut self) -> Option<ServerConn> {
+        let conn = self.server.take()?;
+        self.key.set_target(None);
+        self.info.set_backend_pid(0);
+        self.info.set_state(ClientState::Idle);
+        self.pool.stats.borrowed.dec();
+        if std::mem::take(&mut self.in_transaction) {
+            self.pool.stats.in_transaction.dec();
+        }
+        Some(conn)
     }
 
     /// Returns the backend to the pool if the session is at a transaction boundary and the
@@ -180,8 +217,7 @@ impl<'a> Relay<'a> {
             && !self.s_scan.mid_message()
             && server.rbuf.is_empty();
         if boundary {
-            if let Some(conn) = self.server.take() {
-                self.key.set_target(None);
+            if let Some(conn) = self.detach() {
                 self.pool.put(conn);
             }
         }
@@ -216,9 +252,11 @@ impl<'a> Relay<'a> {
             }
             let waiting_on_client = self.outstanding == 0 && !self.s_scan.mid_message();
             let draining = self.draining;
+            let info = self.info.clone();
             let server = &mut self.server;
             let client = &mut self.client;
             tokio::select! {
+                _ = info.killed() => return Err(SessionError::Killed),
                 r = client.stream.read_buf(&mut client.rbuf) => {
                     if r? == 0 {
                         return Ok(End::Disconnected);
@@ -255,9 +293,8 @@ impl<'a> Relay<'a> {
     }
 
     fn server_lost(&mut self, why: String) -> SessionError {
-        if let Some(mut s) = self.server.take() {
+        if let Some(mut s) = self.detach() {
             s.broken = true;
-            self.key.set_target(None);
             drop(s);
         }
         SessionError::ServerLost(why)
@@ -269,6 +306,8 @@ impl<'a> Relay<'a> {
         }
         self.pinned = Some(reason);
         self.shared.stats.pin(reason);
+        self.pool.stats.pinned.inc();
+        self.info.set_pin(reason);
         tracing::info!(peer = %self.client.peer, pool = %self.pool.key, reason = reason.as_str(),
             "client pinned to its backend for the rest of its session");
     }
@@ -278,6 +317,8 @@ impl<'a> Relay<'a> {
     async fn pump_client(&mut self) -> Result<bool, SessionError> {
         let max = self.shared.config.max_message_size;
         let mut terminate = false;
+        let handled_at = Instant::now();
+        let outstanding_before = self.outstanding;
         self.out.clear();
         loop {
             let chunk = self.c_scan.next(&self.client.rbuf, client_inspects, max)?;
@@ -331,6 +372,14 @@ impl<'a> Relay<'a> {
             if let Err(e) = server.stream.write_all(&self.out).await {
                 return Err(self.server_lost(e.to_string()));
             }
+            self.pool
+                .stats
+                .bytes_from_clients
+                .add(self.out.len() as u64);
+            if outstanding_before == 0 && self.outstanding > 0 {
+                self.request_started = Some(handled_at);
+                self.sent_at = Some(Instant::now());
+            }
         }
         Ok(terminate)
     }
@@ -383,6 +432,7 @@ impl<'a> Relay<'a> {
             return Ok(());
         };
         let mut fatal = false;
+        let mut answered = false;
         loop {
             let chunk = match self.s_scan.next(&server.rbuf, server_inspects, max) {
                 Ok(c) => c,
@@ -408,8 +458,27 @@ impl<'a> Relay<'a> {
                             Ok(status) => {
                                 server.tx_status = status;
                                 self.outstanding = self.outstanding.saturating_sub(1);
+                                let stats = &self.pool.stats;
+                                stats.queries.inc();
+                                match (status == TxStatus::Idle, self.in_transaction) {
+                                    (true, true) => {
+                                        stats.in_transaction.dec();
+                                        self.in_transaction = false;
+                                    }
+                                    (false, false) => {
+                                        stats.in_transaction.inc();
+                                        self.in_transaction = true;
+                                    }
+                                    _ => {}
+                                }
                                 if status == TxStatus::Idle {
-                                    self.shared.stats.transactions.inc();
+                                    stats.transactions.inc();
+                                }
+                                if self.outstanding == 0 {
+                                    answered = true;
+                                    if let Some(sent) = self.sent_at.take() {
+                                        stats.db_latency.record(sent.elapsed());
+                                    }
                                 }
                             }
                             Err(_) => server.broken = true,
@@ -436,6 +505,12 @@ impl<'a> Relay<'a> {
         }
         if !self.out.is_empty() {
             self.client.stream.write_all(&self.out).await?;
+            self.pool.stats.bytes_to_clients.add(self.out.len() as u64);
+        }
+        if answered {
+            if let Some(started) = self.request_started.take() {
+                self.pool.stats.query_latency.record(started.elapsed());
+            }
         }
         if fatal {
             // The server ended this session and said why; the client has been told.
@@ -450,8 +525,11 @@ impl<'a> Relay<'a> {
     /// Cleans up the backend when the session ends: a backend at a clean boundary is rolled
     /// back / reset and returned; one caught mid-response is closed (its state is unknown).
     pub async fn finish(&mut self) {
+        if self.pinned.is_some() {
+            self.pool.stats.pinned.dec();
+        }
         self.key.set_target(None);
-        let Some(mut conn) = self.server.take() else {
+        let Some(mut conn) = self.detach() else {
             return;
         };
         let clean = self.outstanding == 0

@@ -13,6 +13,11 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -59,13 +64,21 @@ pub struct Stats {
     pub cancels_forwarded: Counter,
     /// Cancels ignored (forged key or nothing running).
     pub cancels_ignored: Counter,
-    /// Transactions (ReadyForQuery `I` after work) relayed.
-    pub transactions: Counter,
-    /// Borrows of a backend connection.
-    pub borrows: Counter,
+    /// Client connections closed after login.
+    pub clients_closed: Counter,
+    /// Clients refused during startup or login, by reason.
+    pub setup_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
+    /// Counts a refused client under `reason`.
+    pub fn setup_failed(&self, reason: &'static str) {
+        self.clients_setup_failed.inc();
+        *crate::pool::global::lock(&self.setup_failures)
+            .entry(reason)
+            .or_insert(0) += 1;
+    }
+
     /// Counts a pin.
     pub fn pin(&self, reason: PinReason) {
         if let Some(i) = PinReason::ALL.iter().position(|r| *r == reason) {

@@ -1,0 +1,125 @@
+//! The admin console: an admin user connects to the virtual database `tollgate` with any
+//! PostgreSQL client and runs PgBouncer-style commands (`SHOW POOLS`, `PAUSE`, ...). Each
+//! command lives in its own file; this module reads queries and dispatches them.
+
+pub mod result;
+pub mod show_pools;
+
+use crate::server::Shared;
+use crate::session::client::ClientConn;
+use crate::session::error::SessionError;
+use crate::session::relay::End;
+use bytes::BytesMut;
+use result::Reply;
+use tollgate_wire::{build, frontend, TxStatus};
+
+/// The virtual database name that opens the console.
+pub const DATABASE: &str = "tollgate";
+
+/// Largest console query accepted.
+const MAX_QUERY: usize = 64 * 1024;
+
+/// Every command, for the error that lists them.
+pub const COMMANDS: &str = "SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW STATS, SHOW CONFIG, SHOW TARGETS, RELOAD, PAUSE [db], RESUME [db], KILL client_id";
+
+/// A console command failed; the session goes on.
+#[derive(Debug)]
+pub struct CommandError {
+    /// SQLSTATE.
+    pub code: &'static str,
+    /// What to tell the operator.
+    pub message: String,
+}
+
+impl CommandError {
+    /// A command error with SQLSTATE `code`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        CommandError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Serves one admin session after login.
+pub async fn serve(
+    shared: &Shared,
+    client: &mut ClientConn,
+    user: &str,
+) -> Result<End, SessionError> {
+    tracing::info!(peer = %client.peer, user, "admin console session opened");
+    let mut out = BytesMut::new();
+    for (k, v) in [
+        ("server_version", "15.0 (Tollgate console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", ""),
+    ] {
+        build::parameter_status(&mut out, k, v);
+    }
+    build::backend_key_data(&mut out, 0, &[0, 0, 0, 0]);
+    build::ready_for_query(&mut out, TxStatus::Idle);
+    client.send(&out).await?;
+    loop {
+        let msg = client.read_message(MAX_QUERY).await;
+        let msg = match msg {
+            Ok(m) => m,
+            Err(SessionError::ClientIo(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(End::Disconnected)
+            }
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        match msg.tag {
+            frontend::tag::TERMINATE => return Ok(End::Terminated),
+            frontend::tag::QUERY => {
+                let sql = frontend::parse_query(&msg.body)?;
+                tracing::info!(peer = %client.peer, user, command = sql.trim(), "admin console command");
+                match run_command(shared, sql).await {
+                    Ok(reply) => reply.write(&mut out),
+                    Err(e) => {
+                        build::error_response(&mut out, "ERROR", e.code, &e.message, None, None)
+                    }
+                }
+            }
+            other => {
+                build::error_response(
+                    &mut out,
+                    "ERROR",
+                    "0A000",
+                    &format!(
+                        "the Tollgate console speaks the simple query protocol only (got message type {:?}); use psql",
+                        other as char
+                    ),
+                    None,
+                    None,
+                );
+            }
+        }
+        build::ready_for_query(&mut out, TxStatus::Idle);
+        client.send(&out).await?;
+    }
+}
+
+/// Parses and runs one command.
+pub async fn run_command(shared: &Shared, sql: &str) -> Result<Reply, CommandError> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    if text.is_empty() {
+        return Ok(Reply::Empty);
+    }
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let word = |i: usize| words.get(i).map(String::as_str);
+    match (word(0), word(1), word(2)) {
+        (Some("show"), Some("pools"), None) => Ok(show_pools::run(shared)),
+        _ => Err(CommandError::new(
+            "42601",
+            format!("unknown Tollgate console command {text:?}; the commands are: {COMMANDS}"),
+        )),
+    }
+}

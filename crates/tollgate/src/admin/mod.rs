@@ -1,0 +1,4 @@
+//! The operator's side: the admin console (PostgreSQL protocol, virtual database `tollgate`),
+//! the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) and live reload.
+
+pub mod console;
