@@ -1,6 +1,7 @@
-//! Tollgate's authentication core: the auth file, SCRAM-SHA-256 (both sides) and md5.
+//! Tollgate's authentication core: the auth file, SCRAM-SHA-256 (both sides), md5, and RDS IAM
+//! auth tokens ([`iam`]).
 //!
-//! Pure code: no sockets and no I/O apart from [`UserList::load`] reading the auth file. Callers
+//! Pure code: no sockets and no I/O apart from the `load` functions reading their files. Callers
 //! drive the state machines with the bytes of SASL and password messages. Secrets never appear
 //! in `Debug` output or error messages, and are compared in constant time.
 
@@ -18,6 +19,7 @@
 
 mod ct;
 mod error;
+pub mod iam;
 mod md5;
 mod scram_attr;
 mod scram_client;
