@@ -129,12 +129,17 @@ fn run(cli: Cli) -> Result<bool> {
     let tollgate = Tollgate::start(&tollgate_bin, &files, postgres.port(), POOL_SIZE)?;
 
     let header = header(&settings, fd_limit, &postgres, &tollgate_bin, &pgbench_bin);
+    let idle_tls = idle_clients::tls_config(&files.tls.ca_pem)?;
     let mut bench = Bench {
         pgbouncer,
         tollgate,
         postgres,
+        files,
+        tollgate_bin,
+        pool_size: POOL_SIZE,
+        max_client_conn: MAX_CLIENT_CONN,
         pgbench: pgbench_bin,
-        idle_tls: idle_clients::tls_config(&files.tls.ca_pem)?,
+        idle_tls,
         seconds: settings.seconds,
     };
 
@@ -332,6 +337,11 @@ fn header(
             ),
         ),
     ];
+    let fd_note = if fd_limit < open_files::WANTED {
+        format!(" (raising it to {} was refused)", open_files::WANTED)
+    } else {
+        String::new()
+    };
     let setup = vec![
         format!(
             "Mode: {}; {} repetition(s) of every case; pgbench -T {} s per run; scale factor {}.",
@@ -349,7 +359,7 @@ fn header(
              max_client_conn {MAX_CLIENT_CONN}, the same auth file (bench user: the server's \
              SCRAM verifier, so SCRAM with pass-through to PostgreSQL; idle user: md5 hash), \
              plain TCP to PostgreSQL on 127.0.0.1. PgBouncer runs as an unprivileged user when \
-             the harness is root. Open-files limit: {fd_limit}."
+             the harness is root. Open-files limit (inherited by both): {fd_limit}{fd_note}."
         ),
         "Each repetition runs the three targets back to back, rotating their order between \
          repetitions; before every run pgbench_history is truncated, the pgbench tables are \
@@ -367,8 +377,8 @@ fn header(
         format!(
             "Idle clients: {} connections opened by the harness (raw protocol, md5 login, TLS \
              via rustls for the TLS case) and held open during a 32-client select-simple run; \
-             RSS per idle client = pooler VmRSS after opening them minus before, divided by \
-             their number. Direct PostgreSQL is not measured there (it would need one backend \
+             each such run gets a freshly started pooler, and RSS per idle client = pooler \
+             VmRSS after opening them minus before, divided by their number. Direct PostgreSQL is not measured there (it would need one backend \
              per client).",
             settings.idle_clients
         ),

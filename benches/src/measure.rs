@@ -13,6 +13,7 @@ use crate::idle_clients::{self, HeldClients, IdleLogin};
 use crate::pgbench::{self, Connection, Percentiles, Summary};
 use crate::procstat::{self, SystemTicks};
 use crate::scenario::{Case, IdleClients};
+use crate::targets::files::PoolerFiles;
 use crate::targets::pgbouncer::PgBouncer;
 use crate::targets::postgres::{self, Postgres};
 use crate::targets::tollgate::Tollgate;
@@ -107,14 +108,24 @@ pub struct RunRecord {
 }
 
 /// Everything a run needs: the three targets, pgbench and the run length.
+///
+/// Fields drop in order: the poolers stop before PostgreSQL, and the files they read go last.
 #[derive(Debug)]
 pub struct Bench {
-    /// The database.
-    pub postgres: Postgres,
     /// The pooler compared with.
     pub pgbouncer: PgBouncer,
     /// The pooler measured.
     pub tollgate: Tollgate,
+    /// The database.
+    pub postgres: Postgres,
+    /// Auth file and certificate the poolers read (to restart them).
+    pub files: PoolerFiles,
+    /// The tollgate binary (to restart it).
+    pub tollgate_bin: PathBuf,
+    /// Backend connections per pool, both poolers.
+    pub pool_size: u32,
+    /// PgBouncer's max_client_conn.
+    pub max_client_conn: u32,
     /// The pgbench binary (same install as the server).
     pub pgbench: PathBuf,
     /// TLS settings for the idle TLS clients (trusting the poolers' CA).
@@ -144,15 +155,20 @@ impl Bench {
         self.postgres.reset_state()?;
 
         let held = match case.idle {
-            Some(idle) => match self.open_idle(target, idle)? {
-                Ok(held) => Some(held),
-                Err(reason) => {
-                    return Ok(Outcome::Failed {
-                        reason,
-                        expected: false,
-                    })
+            Some(idle) => {
+                // A fresh pooler process: memory an earlier run's idle clients left behind in
+                // its allocator would otherwise hide this run's growth.
+                self.restart_pooler(target)?;
+                match self.open_idle(target, idle)? {
+                    Ok(held) => Some(held),
+                    Err(reason) => {
+                        return Ok(Outcome::Failed {
+                            reason,
+                            expected: false,
+                        })
+                    }
                 }
-            },
+            }
             None => None,
         };
 
@@ -195,8 +211,17 @@ impl Bench {
             } else {
                 format!("pgbench failed ({})", finished.status)
             };
-            let detail = pgbench::first_error(&finished.stderr)
+            let mut detail = pgbench::first_error(&finished.stderr)
                 .unwrap_or_else(|| finished.stderr.trim().to_owned());
+            // Clients that did not abort may still have run: say how much they did.
+            if let Ok(partial) = pgbench::parse_summary(&finished.stdout) {
+                detail.push_str(&format!(
+                    " (pgbench's summary anyway: {} transactions, {:.0} tps, over {:.1} s)",
+                    partial.processed,
+                    partial.tps,
+                    finished.wall.as_secs_f64()
+                ));
+            }
             return Ok(Outcome::Failed {
                 reason: format!("{what}: {detail}"),
                 expected: target == Target::PgBouncer && case.pgbouncer_fails_because.is_some(),
@@ -315,6 +340,25 @@ impl Bench {
             }
             thread::sleep(Duration::from_millis(100));
             last = procstat::open_fds(pid)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the pooler behind `target` with a freshly started one (on a new port).
+    fn restart_pooler(&mut self, target: Target) -> Result<()> {
+        let pg_port = self.postgres.port();
+        match target {
+            Target::Direct => {}
+            Target::PgBouncer => {
+                self.pgbouncer.stop();
+                self.pgbouncer =
+                    PgBouncer::start(&self.files, pg_port, self.pool_size, self.max_client_conn)?;
+            }
+            Target::Tollgate => {
+                self.tollgate.stop();
+                self.tollgate =
+                    Tollgate::start(&self.tollgate_bin, &self.files, pg_port, self.pool_size)?;
+            }
         }
         Ok(())
     }

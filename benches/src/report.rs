@@ -75,15 +75,15 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
     })
 }
 
-/// "0.97 (0.95–0.99)", or just "0.97" for one value.
+/// "0.97 (0.95–0.99)", or just "0.97" when the range rounds to one value.
 pub fn format_spread(s: &Spread, decimals: usize) -> String {
-    if s.count == 1 || (s.min == s.max) {
-        format!("{:.*}", decimals, s.median)
+    let median = format!("{:.*}", decimals, s.median);
+    let min = format!("{:.*}", decimals, s.min);
+    let max = format!("{:.*}", decimals, s.max);
+    if min == max {
+        median
     } else {
-        format!(
-            "{:.*} ({:.*}–{:.*})",
-            decimals, s.median, decimals, s.min, decimals, s.max
-        )
+        format!("{median} ({min}–{max})")
     }
 }
 
@@ -244,7 +244,7 @@ fn render_overview(out: &mut String, cases: &[CaseResult]) {
     );
     out.push_str(
         "| case | TPS Tollgate/PgBouncer | TPS Tollgate/direct | pooler CPU per tx \
-         Tollgate/PgBouncer | other |\n|---|---|---|---|---|\n",
+         Tollgate/PgBouncer | notes |\n|---|---|---|---|---|\n",
     );
     for c in cases {
         let r = &c.records;
@@ -482,6 +482,7 @@ mod tests {
         assert_eq!(spread(&[]), None);
         assert_eq!(spread(&[f64::NAN]), None);
         assert_eq!(format_spread(&spread(&[0.9512]).unwrap(), 2), "0.95");
+        assert_eq!(format_spread(&spread(&[19.31, 19.34]).unwrap(), 1), "19.3");
         assert_eq!(
             format_spread(&spread(&[0.9, 1.0, 1.1]).unwrap(), 2),
             "1.00 (0.90–1.10)"

@@ -126,6 +126,11 @@ impl PgBouncer {
         self.daemon.pid()
     }
 
+    /// Stops it now (SIGTERM, then SIGKILL after 10 s), before a replacement starts.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
     /// Fails with PgBouncer's log if it has exited.
     pub fn check_running(&mut self) -> Result<()> {
         self.daemon.check_running()

@@ -94,6 +94,7 @@ impl Tollgate {
             .arg(&files.cert)
             .arg("--tls-key")
             .arg(&files.key)
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--log-level", LOG_FILTER]);
         // Settings must come from the flags above only: RUST_LOG would override the log
         // filter and any TOLLGATE_* variable in the caller's environment would change the setup.
@@ -117,6 +118,11 @@ impl Tollgate {
     /// The process (all of Tollgate's threads are in it).
     pub fn pid(&self) -> Result<u32> {
         self.daemon.pid()
+    }
+
+    /// Stops it now (SIGTERM, then SIGKILL after 10 s), before a replacement starts.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
     }
 
     /// Fails with Tollgate's log if it has exited.
