@@ -5,6 +5,7 @@
 pub mod raw;
 
 pub mod connected;
+pub mod http;
 pub mod pg_tls;
 pub mod pgbench;
 pub mod poll;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
 use tempfile::TempDir;
-use tollgate::config::{Config, RawConfig};
+use tollgate::config::{Config, ConfigSource, RawConfig};
 use tollgate::server::Shared;
 use tollgate::{Server, ShutdownHandle};
 use tollgate_localpg::{certs, find_bin, Cluster, ClusterOptions};
@@ -48,6 +49,9 @@ pub struct EnvOptions {
     pub extra: RawConfig,
     /// The server's max_connections.
     pub max_connections: u32,
+    /// Write the settings to a TOML file and start from it, as `tollgate -c FILE` does, so
+    /// RELOAD and SIGHUP can re-read it ([`Env::config_file`], [`Env::edit_config`]).
+    pub config_file: bool,
 }
 
 impl Default for EnvOptions {
@@ -59,6 +63,7 @@ impl Default for EnvOptions {
             backend_tls: false,
             extra: RawConfig::default(),
             max_connections: 100,
+            config_file: false,
         }
     }
 }
@@ -75,6 +80,10 @@ pub struct Env {
     pub shared: Arc<Shared>,
     /// Client-side TLS CA (PEM path) when client_tls.
     pub client_ca: Option<PathBuf>,
+    /// The TOML config file Tollgate started from, when `EnvOptions::config_file`.
+    pub config_file: Option<PathBuf>,
+    /// Where the admin HTTP listener is (`None` when a test turned admin_listen off).
+    admin_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -131,6 +140,8 @@ impl Env {
             auth_file: Some(auth_file),
             pool_mode: Some(opts.pool_mode.into()),
             pool_size: Some(opts.pool_size),
+            // A free port, so tests can run side by side; a test's `extra` may override it.
+            admin_listen: Some("127.0.0.1:0".into()),
             ..Default::default()
         };
         if opts.client_tls {
@@ -147,9 +158,25 @@ impl Env {
             raw.tls_key = Some(key);
             client_ca = Some(ca);
         }
-        let config = Config::validate(opts.extra.clone().over(raw))?;
+        let raw = opts.extra.clone().over(raw);
+        let (config, source) = if opts.config_file {
+            let path = dir.path().join("tollgate.toml");
+            std::fs::write(&path, raw.to_toml()?)?;
+            let source = ConfigSource {
+                cli: RawConfig::default(),
+                file: Some(path),
+            };
+            (source.load()?, Some(source))
+        } else {
+            (Config::validate(raw)?, None)
+        };
+        let config_file = source.as_ref().and_then(|s| s.file.clone());
         let server = Server::bind(config).await?;
+        if let Some(source) = source {
+            server.set_config_source(source);
+        }
         let addr = server.local_addr()?;
+        let admin_addr = server.admin_addr();
         let shared = server.shared();
         let shutdown = server.shutdown_handle();
         let task = tokio::spawn(server.run());
@@ -159,6 +186,8 @@ impl Env {
             addr,
             shared,
             client_ca,
+            config_file,
+            admin_addr,
             shutdown,
             task: Some(task),
         })
@@ -175,6 +204,32 @@ impl Env {
             "postgresql://{user}:{password}@127.0.0.1:{}/{db}?sslmode={ssl}",
             self.addr.port()
         )
+    }
+
+    /// The admin HTTP listener's address, if admin_listen is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// `GET path` from the admin HTTP listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        let addr = self
+            .admin_addr
+            .context("admin_listen is off in this test")?;
+        http::get(addr, path).await
+    }
+
+    /// Rewrites the config file (`EnvOptions::config_file`) with `change` applied; Tollgate
+    /// sees it at the next RELOAD or SIGHUP.
+    pub fn edit_config(&self, change: impl FnOnce(&mut RawConfig)) -> Result<()> {
+        let path = self
+            .config_file
+            .as_ref()
+            .context("this Env has no config file (EnvOptions::config_file)")?;
+        let mut raw = RawConfig::from_toml(&std::fs::read_to_string(path)?)?;
+        change(&mut raw);
+        std::fs::write(path, raw.to_toml()?)?;
+        Ok(())
     }
 
     /// The app user's URL.

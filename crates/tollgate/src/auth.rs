@@ -56,6 +56,11 @@ impl Authenticator {
         Ok(n)
     }
 
+    /// How many users the auth file lists now (readiness: none means every login fails).
+    pub fn user_count(&self) -> usize {
+        self.users().len()
+    }
+
     fn users(&self) -> Arc<UserList> {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

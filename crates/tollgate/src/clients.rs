@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 /// What a client is doing.
@@ -19,6 +19,8 @@ pub enum ClientState {
     Active = 1,
     /// Waiting for a backend.
     Waiting = 2,
+    /// Holding a backend inside a transaction.
+    InTransaction = 3,
 }
 
 impl ClientState {
@@ -28,6 +30,7 @@ impl ClientState {
             ClientState::Idle => "idle",
             ClientState::Active => "active",
             ClientState::Waiting => "waiting",
+            ClientState::InTransaction => "in_transaction",
         }
     }
 }
@@ -48,6 +51,8 @@ pub struct ClientInfo {
     pub connected_at: SystemTime,
     state: AtomicU8,
     backend_pid: AtomicI32,
+    /// When the held backend logged in.
+    backend_created: Mutex<Option<Instant>>,
     pin: Mutex<Option<PinReason>>,
     killed: AtomicBool,
     kill: Notify,
@@ -59,6 +64,7 @@ impl ClientInfo {
         match self.state.load(Ordering::Relaxed) {
             1 => ClientState::Active,
             2 => ClientState::Waiting,
+            3 => ClientState::InTransaction,
             _ => ClientState::Idle,
         }
     }
@@ -76,6 +82,20 @@ impl ClientInfo {
     /// Records the backend it holds (0 for none).
     pub fn set_backend_pid(&self, pid: i32) {
         self.backend_pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// Records the backend it holds and when that backend logged in (`SHOW SERVERS` age).
+    pub fn set_backend(&self, pid: i32, created: Instant) {
+        *lock(&self.backend_created) = Some(created);
+        self.set_backend_pid(pid);
+    }
+
+    /// How long the held backend has been logged in (None when it holds none).
+    pub fn backend_age(&self) -> Option<Duration> {
+        if self.backend_pid() == 0 {
+            return None;
+        }
+        lock(&self.backend_created).map(|c| c.elapsed())
     }
 
     /// Why it is pinned, if it is.
@@ -133,6 +153,7 @@ impl ClientRegistry {
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Idle as u8),
             backend_pid: AtomicI32::new(0),
+            backend_created: Mutex::new(None),
             pin: Mutex::new(None),
             killed: AtomicBool::new(false),
             kill: Notify::new(),

@@ -18,6 +18,7 @@ pub mod pool;
 pub mod quickstart;
 pub mod server;
 pub mod session;
+pub mod status;
 
 pub mod metrics;
 pub mod stream;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate::config::{Config, RawConfig};
+use tollgate::config::{ConfigSource, RawConfig};
 use tollgate::quickstart::QuickstartArgs;
 
 /// A PostgreSQL connection pooler in the shape of Amazon RDS Proxy.
@@ -25,6 +25,8 @@ enum Command {
     Run,
     /// Start a throwaway PostgreSQL, put Tollgate in front, run pgbench through it.
     Quickstart(Box<QuickstartArgs>),
+    /// Show a running Tollgate's pools, connections and latencies (from its /metrics).
+    Status(tollgate::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,12 @@ fn main() -> ExitCode {
                 tollgate::quickstart::run(*args, cli.settings).await
             }
             Command::Run => serve(cli.settings, cli.config).await,
+            Command::Status(args) => {
+                let screen =
+                    tollgate::status::run(args, cli.settings, cli.config.as_deref()).await?;
+                print!("{screen}");
+                Ok(())
+            }
         }
     });
     match result {
@@ -61,9 +69,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: RawConfig, file: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(settings, file.as_deref())?;
+    // Kept whole so a reload (SIGHUP, RELOAD) re-merges the same flags and env over the file.
+    let source = ConfigSource {
+        cli: settings,
+        file,
+    };
+    let config = source.load()?;
     tollgate::logging::init(&config.log_level, config.log_format);
     let server = tollgate::Server::bind(config).await?;
+    server.set_config_source(source);
+    tollgate::admin::reload::spawn_on_sighup(server.shared())?;
     let shutdown = server.shutdown_handle();
     tokio::spawn(async move {
         wait_for_stop_signal().await;

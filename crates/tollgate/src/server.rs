@@ -17,8 +17,13 @@ use tokio::sync::{watch, Semaphore};
 
 /// State every session shares.
 pub struct Shared {
-    /// The validated configuration.
+    /// The configuration as started. Settings a reload cannot change (listen, upstream,
+    /// pool_mode, TLS files, ...) are read here; the others through [`Shared::live`].
     pub config: Config,
+    /// The configuration in force: `config` plus what reloads have applied since.
+    pub live: std::sync::RwLock<Arc<Config>>,
+    /// Where the configuration came from and one-reload-at-a-time (SIGHUP, RELOAD).
+    pub reload: crate::admin::reload::ReloadState,
     /// Backend pools.
     pub pools: Pools,
     /// Client authentication.
@@ -35,6 +40,14 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
 }
 
+impl Shared {
+    /// The configuration in force (reloadable settings are read here, once per use: per
+    /// session, per borrow, never per message).
+    pub fn live(&self) -> Arc<Config> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -43,6 +56,12 @@ pub enum StartError {
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
+    },
+    /// The admin HTTP listener's address is taken or not ours.
+    #[error("cannot listen on admin_listen {addr}: {error}; choose a free address or set admin_listen = \"off\"")]
+    AdminBind {
+        addr: SocketAddr,
+        error: std::io::Error,
     },
     /// The auth file could not be read.
     #[error("auth file: {0}")]
@@ -66,6 +85,8 @@ impl ShutdownHandle {
 /// A bound, not yet running proxy.
 pub struct Server {
     listener: TcpListener,
+    /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`), unless admin_listen is off.
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
     shutdown_tx: Arc<watch::Sender<bool>>,
 }
@@ -83,14 +104,7 @@ impl Server {
             config.server_connect_timeout,
             config.init_query.clone(),
         )?);
-        let settings = PoolSettings {
-            pool_size: config.pool_size,
-            borrow_timeout: config.connection_borrow_timeout,
-            server_lifetime: config.server_lifetime,
-            server_idle_timeout: config.server_idle_timeout,
-            max_connections_percent: config.max_connections_percent,
-            max_idle_connections_percent: config.max_idle_connections_percent,
-        };
+        let settings = PoolSettings::from(&config);
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -98,8 +112,18 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                crate::admin::http::bind(addr)
+                    .await
+                    .map_err(|error| StartError::AdminBind { addr, error })?,
+            ),
+            None => None,
+        };
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            live: std::sync::RwLock::new(Arc::new(config.clone())),
+            reload: Default::default(),
             pools: Pools::new(settings, connector),
             auth,
             cancels: CancelRegistry::default(),
@@ -111,6 +135,7 @@ impl Server {
         });
         Ok(Server {
             listener,
+            admin,
             shared,
             shutdown_tx: Arc::new(tx),
         })
@@ -121,6 +146,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The admin HTTP listener's address, if it is on (useful with port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// A handle that starts shutdown.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown_tx.clone())
@@ -129,6 +159,12 @@ impl Server {
     /// The shared state (for tests and the admin side).
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// Remembers where the configuration came from, so SIGHUP and RELOAD can read it again.
+    /// Without it a reload re-reads only the auth file.
+    pub fn set_config_source(&self, source: crate::config::ConfigSource) {
+        self.shared.reload.set_source(source);
     }
 
     /// Accepts clients until shutdown, then waits for sessions to end (up to shutdown_timeout).
@@ -154,6 +190,12 @@ impl Server {
                 }
             })
         };
+
+        // The admin listener serves through the drain (so /readyz can say "shutting down")
+        // and stops with the rest below.
+        let admin = self
+            .admin
+            .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
 
         loop {
             let accepted = tokio::select! {
@@ -184,7 +226,7 @@ impl Server {
             }
         }
         drop(self.listener);
-        let drain = shared.config.shutdown_timeout;
+        let drain = shared.live().shutdown_timeout;
         tracing::info!(
             drain_secs = drain.as_secs(),
             "shutting down: no new connections; waiting for sessions to finish"
@@ -201,6 +243,9 @@ impl Server {
         }
         shared.pools.close_idle();
         maint.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
     }
 }
 

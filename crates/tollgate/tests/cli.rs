@@ -129,6 +129,8 @@ async fn sigterm_lets_the_open_transaction_finish_then_exits() {
         .arg("--auth-file")
         .arg(&users)
         .args(["--shutdown-timeout", "20"])
+        // Any free port: the default 127.0.0.1:9930 may be in use on a shared test machine.
+        .args(["--admin-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

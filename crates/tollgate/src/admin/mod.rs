@@ -2,3 +2,6 @@
 //! the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`) and live reload.
 
 pub mod console;
+pub mod http;
+pub mod prometheus;
+pub mod reload;

@@ -9,6 +9,7 @@ use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,9 +44,15 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Connector {
     upstream: Upstream,
     tls: Option<tokio_rustls::TlsConnector>,
-    /// Bound on connect + login, and on control queries.
-    pub timeout: Duration,
-    init_query: Option<String>,
+    /// What a reload may change: read once per new connection.
+    live: std::sync::RwLock<LiveConnect>,
+}
+
+/// The connector's reloadable settings (server_connect_timeout, init_query).
+#[derive(Debug, Clone)]
+struct LiveConnect {
+    timeout: Duration,
+    init_query: Option<Arc<str>>,
 }
 
 impl Connector {
@@ -59,9 +66,28 @@ impl Connector {
         Ok(Connector {
             upstream,
             tls,
-            timeout,
-            init_query,
+            live: std::sync::RwLock::new(LiveConnect {
+                timeout,
+                init_query: init_query.map(Arc::from),
+            }),
         })
+    }
+
+    fn live(&self) -> LiveConnect {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Bound on connect + login, and on control queries (server_connect_timeout).
+    pub fn timeout(&self) -> Duration {
+        self.live().timeout
+    }
+
+    /// Applies reloaded server_connect_timeout and init_query to connections opened from now on.
+    pub fn update(&self, timeout: Duration, init_query: Option<String>) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = LiveConnect {
+            timeout,
+            init_query: init_query.map(Arc::from),
+        };
     }
 
     /// `host:port`, for messages.
@@ -81,8 +107,10 @@ impl Connector {
         database: &str,
         cred: &Credential,
     ) -> Result<ServerConn, BackendError> {
-        let secs = self.timeout.as_secs();
-        match tokio::time::timeout(self.timeout, self.connect_inner(user, database, cred)).await {
+        let live = self.live();
+        let secs = live.timeout.as_secs();
+        let connecting = self.connect_inner(user, database, cred, live.init_query.as_deref());
+        match tokio::time::timeout(live.timeout, connecting).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout {
                 addr: self.addr(),
@@ -138,6 +166,7 @@ impl Connector {
         user: &str,
         database: &str,
         cred: &Credential,
+        init_query: Option<&str>,
     ) -> Result<ServerConn, BackendError> {
         let stream = self.open_stream().await?;
         let now = Instant::now();
@@ -188,7 +217,7 @@ impl Connector {
                 _ => {}
             }
         }
-        if let Some(q) = &self.init_query {
+        if let Some(q) = init_query {
             conn.simple_query(q).await?;
         }
         tracing::debug!(
@@ -214,12 +243,13 @@ impl Connector {
             let _ = stream.read(&mut sink).await;
             Ok(())
         };
-        tokio::time::timeout(self.timeout, fut)
+        let timeout = self.timeout();
+        tokio::time::timeout(timeout, fut)
             .await
             .unwrap_or_else(|_| {
                 Err(BackendError::Timeout {
                     addr: self.addr(),
-                    secs: self.timeout.as_secs(),
+                    secs: timeout.as_secs(),
                 })
             })
     }

@@ -2,6 +2,7 @@
 //! environment variables and `--flags` (highest wins), and validated into types that cannot
 //! hold a bad value.
 
+pub mod entries;
 pub mod raw;
 pub mod upstream;
 
@@ -123,6 +124,23 @@ fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         why: why.into(),
+    }
+}
+
+/// Where the configuration came from, kept so a reload can read the file again and merge the
+/// same flags and environment over it.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// Settings from `--flags` and `TOLLGATE_*` (they win over the file).
+    pub cli: RawConfig,
+    /// The TOML file, if one was given.
+    pub file: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration as it stands now.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.cli.clone(), self.file.as_deref())
     }
 }
 
@@ -404,9 +422,25 @@ mod tests {
         };
         let c = Config::validate(cli.over(file)).unwrap();
         assert_eq!((c.pool_size, c.listen.port()), (9, 7000));
+        let written = RawConfig::from_toml(&cli_over_file_toml()).unwrap();
+        assert_eq!(written.pool_size, Some(5));
+        assert_eq!(
+            written.admin_users,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
         let err = RawConfig::from_toml("pool_sise = 5\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("pool_sise"), "{err}");
+    }
+
+    fn cli_over_file_toml() -> String {
+        RawConfig {
+            pool_size: Some(5),
+            admin_users: Some(vec!["a".into(), "b".into()]),
+            ..base()
+        }
+        .to_toml()
+        .unwrap()
     }
 }

@@ -3,11 +3,11 @@
 //! (flags and env over the file over built-in defaults) before validation.
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Every setting, unvalidated. Names follow RDS Proxy where it has one, PgBouncer where not.
-#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[derive(Debug, Default, Clone, Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Address clients connect to [default: 127.0.0.1:6432].
@@ -121,6 +121,11 @@ impl RawConfig {
     /// Parses a TOML file's text; unknown keys are errors that name the key.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// Writes the settings that are set as a TOML file's text (unset ones are left out).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 
     /// Keeps every value set in `self`, filling the rest from `lower`.

@@ -4,9 +4,11 @@
 
 pub mod counters;
 pub mod latency;
+pub mod snapshot;
 
 pub use counters::{Counter, Gauge, Stats};
 pub use latency::{Latency, LatencySnapshot};
+pub use snapshot::{MetricsSnapshot, PoolMetrics};
 
 /// Per-(database, user) pool measurements.
 #[derive(Default)]

@@ -8,6 +8,8 @@ use std::sync::{Mutex, Weak};
 
 /// Counters shared by every pool.
 pub struct Global {
+    /// The server's max_connections once read (0 until then), so a reload can recompute caps.
+    server_max_connections: AtomicUsize,
     max_open: AtomicUsize,
     max_idle: AtomicUsize,
     open: AtomicUsize,
@@ -23,6 +25,7 @@ pub struct Global {
 impl Default for Global {
     fn default() -> Self {
         Global {
+            server_max_connections: AtomicUsize::new(0),
             max_open: AtomicUsize::new(usize::MAX),
             max_idle: AtomicUsize::new(usize::MAX),
             open: AtomicUsize::new(0),
@@ -45,6 +48,8 @@ impl Global {
     pub fn set_limits(&self, max_connections: usize, open_pct: u32, idle_pct: u32) {
         let open = (max_connections * open_pct as usize / 100).max(1);
         let idle = max_connections * idle_pct as usize / 100;
+        self.server_max_connections
+            .store(max_connections, Ordering::Relaxed);
         self.max_open.store(open, Ordering::Relaxed);
         self.max_idle.store(idle, Ordering::Relaxed);
         tracing::info!(
@@ -53,6 +58,14 @@ impl Global {
             max_idle = idle,
             "backend connection caps set"
         );
+    }
+
+    /// Recomputes the caps from reloaded percentages (once max_connections is known).
+    pub fn update_percents(&self, open_pct: u32, idle_pct: u32) {
+        let n = self.server_max_connections.load(Ordering::Relaxed);
+        if n > 0 {
+            self.set_limits(n, open_pct, idle_pct);
+        }
     }
 
     /// Records whether the database is reachable.

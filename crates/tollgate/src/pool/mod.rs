@@ -15,7 +15,7 @@ pub use global::Global;
 pub use slot::Slot;
 
 use crate::backend::{Connector, Credential, ServerConn};
-use crate::metrics::PoolStats;
+use crate::metrics::{Gauge, PoolStats};
 use crate::params::ParamSet;
 use global::lock;
 use std::collections::{HashMap, VecDeque};
@@ -93,6 +93,17 @@ pub struct PoolSnapshot {
     pub waiting: usize,
 }
 
+/// An idle backend connection, for `SHOW SERVERS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleServer {
+    /// The PostgreSQL backend process id.
+    pub pid: i32,
+    /// Since it logged in.
+    pub age: Duration,
+    /// Since it was last returned to the pool.
+    pub idle_for: Duration,
+}
+
 /// One (database, user) pool.
 pub struct Pool {
     /// Which pool.
@@ -102,6 +113,8 @@ pub struct Pool {
     settings: Mutex<PoolSettings>,
     /// True while an operator has paused this pool (PAUSE in the console).
     paused: tokio::sync::watch::Sender<bool>,
+    /// Clients held back by the pause (they have not joined `waiters` yet).
+    paused_waiting: Gauge,
     connector: Arc<Connector>,
     global: Arc<Global>,
     state: Mutex<State>,
@@ -122,6 +135,7 @@ impl Pool {
             stats: PoolStats::default(),
             settings: Mutex::new(settings),
             paused: tokio::sync::watch::channel(false).0,
+            paused_waiting: Gauge::default(),
             connector,
             global: global.clone(),
             state: Mutex::new(State {
@@ -142,15 +156,47 @@ impl Pool {
         *lock(&self.settings)
     }
 
-    /// Applies reloaded limits; a larger pool serves its waiters at once.
+    /// Applies reloaded limits; a larger pool serves its waiters at once, a smaller one closes
+    /// idle connections over the new size now and borrowed ones as they come back.
     pub fn update_settings(&self, settings: PoolSettings) {
         *lock(&self.settings) = settings;
+        let surplus: Vec<_> = {
+            let mut st = lock(&self.state);
+            let excess = st.open.saturating_sub(settings.pool_size);
+            let n = excess.min(st.idle.len());
+            st.idle.drain(..n).collect()
+        };
+        for _ in &surplus {
+            self.global.remove_idle();
+        }
+        close_all(surplus);
         let _ = self.grant_waiters();
     }
 
-    /// Stops lending connections (running transactions finish) or starts again.
+    /// Stops lending connections (running transactions finish) or starts again. While paused,
+    /// returned connections stay idle instead of going to queued clients, so once nothing is
+    /// lent nothing will be until resume.
     pub fn set_paused(&self, paused: bool) {
         self.paused.send_replace(paused);
+        if paused {
+            return;
+        }
+        // Clients queued before the pause were held back: idle connections first, then room.
+        loop {
+            let conn = {
+                let mut st = lock(&self.state);
+                if st.waiters.is_empty() {
+                    break;
+                }
+                let Some(conn) = st.idle.pop_back() else {
+                    break;
+                };
+                self.global.remove_idle();
+                conn
+            };
+            self.put(conn);
+        }
+        let _ = self.grant_waiters();
     }
 
     /// Whether the pool is paused.
@@ -175,8 +221,22 @@ impl Pool {
             key: self.key.clone(),
             open: st.open,
             idle: st.idle.len(),
-            waiting: st.waiters.len(),
+            waiting: st.waiters.len() + self.paused_waiting.get() as usize,
         }
+    }
+
+    /// The idle connections, oldest first, for `SHOW SERVERS` (borrowed ones are found through
+    /// the clients holding them).
+    pub fn idle_servers(&self) -> Vec<IdleServer> {
+        let st = lock(&self.state);
+        st.idle
+            .iter()
+            .map(|c| IdleServer {
+                pid: c.cancel.process_id,
+                age: c.created.elapsed(),
+                idle_for: c.idle_since.elapsed(),
+            })
+            .collect()
     }
 
     /// A slot if this pool and the global cap both have room.
@@ -207,6 +267,9 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + self.settings().borrow_timeout;
         if self.is_paused() {
             let mut paused = self.paused.subscribe();
+            self.paused_waiting.inc();
+            // Counted as waiting however the wait ends (the future may be dropped).
+            let _waiting = DecOnDrop(&self.paused_waiting);
             if tokio::time::timeout_at(deadline, paused.wait_for(|p| !*p))
                 .await
                 .is_err()
@@ -360,13 +423,23 @@ impl Pool {
             close(conn);
             return;
         }
+        if lock(&self.state).open > self.settings().pool_size {
+            // The pool shrank on reload: close what is over the new size, even with clients
+            // waiting (they are served as the closed connections' slots free up).
+            close(conn);
+            return;
+        }
+        let paused = self.is_paused();
         let surplus = {
             let mut st = lock(&self.state);
             let mut item = Grant::Conn(conn);
-            while let Some(tx) = st.waiters.pop_front() {
-                match tx.send(item) {
-                    Ok(()) => return,
-                    Err(back) => item = back,
+            // While paused, queued clients stay queued until resume.
+            if !paused {
+                while let Some(tx) = st.waiters.pop_front() {
+                    match tx.send(item) {
+                        Ok(()) => return,
+                        Err(back) => item = back,
+                    }
                 }
             }
             match item {
@@ -395,6 +468,10 @@ impl Pool {
 
     /// Hands permits to waiters while there is room.
     pub(crate) fn grant_waiters(&self) -> GrantOutcome {
+        if self.is_paused() {
+            // Resume serves them.
+            return GrantOutcome::Done;
+        }
         let mut undelivered = Vec::new();
         let outcome = {
             let mut st = lock(&self.state);
@@ -503,6 +580,15 @@ pub fn close(conn: ServerConn) {
     }
 }
 
+/// Takes one off a gauge when dropped.
+struct DecOnDrop<'a>(&'a Gauge);
+
+impl Drop for DecOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 fn close_all(conns: Vec<ServerConn>) {
     for c in conns {
         close(c);
@@ -566,9 +652,15 @@ impl Pools {
     /// Applies reloaded limits to every pool and to pools created from now on.
     pub fn update_settings(&self, settings: PoolSettings) {
         *lock(&self.settings) = settings;
+        self.global.update_percents(
+            settings.max_connections_percent,
+            settings.max_idle_connections_percent,
+        );
         for p in self.all() {
             p.update_settings(settings);
         }
+        // A higher global cap lets pools that were blocked on it open connections now.
+        self.global.wake_blocked();
     }
 
     /// Pauses (or resumes) the pools of `database`, or all pools for `None`; returns how many.

@@ -25,7 +25,7 @@ use tollgate_wire::{build, TxStatus};
 /// Serves one accepted connection to the end.
 pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
-    let login_timeout = shared.config.client_login_timeout;
+    let login_timeout = shared.live().client_login_timeout;
     let negotiated =
         tokio::time::timeout(login_timeout, startup::negotiate(&shared, tcp, peer)).await;
     let (mut client, params) = match negotiated {
@@ -122,7 +122,7 @@ async fn serve(
         }
     }
 
-    let login_timeout = shared.config.client_login_timeout;
+    let login_timeout = shared.live().client_login_timeout;
     let cred = match tokio::time::timeout(
         login_timeout,
         authenticate::authenticate(shared, client, user),
@@ -141,7 +141,7 @@ async fn serve(
         user: user.to_string(),
     };
     if key.database == crate::admin::console::DATABASE {
-        if !shared.config.admin_users.iter().any(|u| u == user) {
+        if !shared.live().admin_users.iter().any(|u| u == user) {
             return Err(not_in(SessionError::NotAdmin {
                 user: user.to_string(),
             }));

@@ -12,7 +12,7 @@ use super::error::SessionError;
 use crate::backend::ServerConn;
 use crate::cancel::CancelKey;
 use crate::clients::{ClientInfo, ClientState};
-use crate::config::PoolMode;
+use crate::config::{Config, PoolMode};
 use crate::params::ParamSet;
 use crate::pin::{scan_resets, scan_sql, PinReason, Reset};
 use crate::pool::Pool;
@@ -62,6 +62,9 @@ pub struct Relay<'a> {
     request_started: Option<Instant>,
     /// When the current request was written to the backend (QueryDatabaseResponseLatency).
     sent_at: Option<Instant>,
+    /// The reloadable settings read on the data path (idle_client_timeout, max_message_size),
+    /// refreshed at each borrow so a reload reaches running sessions without a per-message read.
+    live: Arc<Config>,
 }
 
 fn client_inspects(tag: u8) -> bool {
@@ -110,6 +113,7 @@ impl<'a> Relay<'a> {
             in_transaction: false,
             request_started: None,
             sent_at: None,
+            live: shared.live(),
         }
     }
 
@@ -122,11 +126,12 @@ impl<'a> Relay<'a> {
         let mut shutdown = self.shared.shutdown.clone();
         self.info.set_state(ClientState::Waiting);
         let conn = tokio::select! {
-            r = self.pool.get() => r,
-            _ = crate::server::shutdown_started(&mut shutdown) => Err(PoolError::ShuttingDown),
+            r = self.pool.get() => r.map_err(SessionError::from),
+            _ = crate::server::shutdown_started(&mut shutdown) => Err(PoolError::ShuttingDown.into()),
+            _ = self.info.killed() => Err(SessionError::Killed),
         };
         self.info.set_state(ClientState::Idle);
-        Ok(conn?)
+        conn
     }
 
     /// Takes a backend and makes it match the client.
@@ -179,13 +184,16 @@ impl<'a> Relay<'a> {
             }
         }
         self.key.set_target(Some(conn.cancel.clone()));
-        self.info.set_backend_pid(conn.cancel.process_id);
-        self.info.set_state(ClientState::Active);
+        self.info.set_backend(conn.cancel.process_id, conn.created);
         self.pool.stats.borrowed.inc();
         self.in_transaction = conn.tx_status != TxStatus::Idle;
         if self.in_transaction {
             self.pool.stats.in_transaction.inc();
+            self.info.set_state(ClientState::InTransaction);
+        } else {
+            self.info.set_state(ClientState::Active);
         }
+        self.live = self.shared.live();
         self.server = Some(conn);
         Ok(())
     }
@@ -225,11 +233,12 @@ impl<'a> Relay<'a> {
 
     /// Runs until the client leaves or an error ends the session.
     pub async fn run(&mut self) -> Result<End, SessionError> {
-        let idle_timeout = self.shared.config.idle_client_timeout;
         let mut shutdown = self.shared.shutdown.clone();
-        let idle = tokio::time::sleep(idle_timeout);
+        let idle = tokio::time::sleep(self.live.idle_client_timeout);
         tokio::pin!(idle);
         loop {
+            // Re-read each turn: a reload reaches this session at its next borrow.
+            let idle_timeout = self.live.idle_client_timeout;
             // Borrow only once a whole message header is here (a lone byte is not a request).
             let ready =
                 self.server.is_some() || self.client.rbuf.len() >= tollgate_wire::frame::HEADER_LEN;
@@ -315,7 +324,7 @@ impl<'a> Relay<'a> {
     /// Forwards complete (or pass-through) client messages to the backend. Returns true when
     /// the client sent Terminate.
     async fn pump_client(&mut self) -> Result<bool, SessionError> {
-        let max = self.shared.config.max_message_size;
+        let max = self.live.max_message_size;
         let mut terminate = false;
         let handled_at = Instant::now();
         let outstanding_before = self.outstanding;
@@ -426,7 +435,7 @@ impl<'a> Relay<'a> {
 
     /// Forwards what the backend sent to the client, noting transaction status and settings.
     async fn pump_server(&mut self) -> Result<(), SessionError> {
-        let max = self.shared.config.max_message_size;
+        let max = self.live.max_message_size;
         self.out.clear();
         let Some(server) = self.server.as_mut() else {
             return Ok(());
@@ -464,10 +473,12 @@ impl<'a> Relay<'a> {
                                     (true, true) => {
                                         stats.in_transaction.dec();
                                         self.in_transaction = false;
+                                        self.info.set_state(ClientState::Active);
                                     }
                                     (false, false) => {
                                         stats.in_transaction.inc();
                                         self.in_transaction = true;
+                                        self.info.set_state(ClientState::InTransaction);
                                     }
                                     _ => {}
                                 }
@@ -548,8 +559,8 @@ impl<'a> Relay<'a> {
             return;
         }
         let reset = self.mode() == PoolMode::Session || self.pinned.is_some();
-        let reset_query = self.shared.config.server_reset_query.clone();
-        let timeout = self.shared.pools.connector().timeout;
+        let reset_query = self.shared.live().server_reset_query.clone();
+        let timeout = self.shared.pools.connector().timeout();
         let cleaned = tokio::time::timeout(timeout, async {
             if conn.tx_status != TxStatus::Idle {
                 conn.simple_query("ROLLBACK").await?;

@@ -137,7 +137,7 @@ async fn startup(
     minor: u16,
     params: Vec<(String, String)>,
 ) -> Result<Opening, SessionError> {
-    if shared.config.require_tls && !client.stream.is_tls() {
+    if shared.live().require_tls && !client.stream.is_tls() {
         return Err(SessionError::TlsRequired);
     }
     let unrecognized: Vec<&str> = params

@@ -2,8 +2,17 @@
 //! PostgreSQL client and runs PgBouncer-style commands (`SHOW POOLS`, `PAUSE`, ...). Each
 //! command lives in its own file; this module reads queries and dispatches them.
 
+pub mod format;
+pub mod kill;
+pub mod pause;
+pub mod reload;
 pub mod result;
+pub mod show_clients;
+pub mod show_config;
 pub mod show_pools;
+pub mod show_servers;
+pub mod show_stats;
+pub mod show_targets;
 
 use crate::server::Shared;
 use crate::session::client::ClientConn;
@@ -110,13 +119,24 @@ pub async fn run_command(shared: &Shared, sql: &str) -> Result<Reply, CommandErr
     if text.is_empty() {
         return Ok(Reply::Empty);
     }
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(|w| w.to_ascii_lowercase())
-        .collect();
-    let word = |i: usize| words.get(i).map(String::as_str);
-    match (word(0), word(1), word(2)) {
-        (Some("show"), Some("pools"), None) => Ok(show_pools::run(shared)),
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keyword = |i: usize| words.get(i).map(|w| w.to_ascii_lowercase());
+    let arg = words.get(1).copied();
+    match (keyword(0).as_deref(), keyword(1).as_deref(), words.len()) {
+        (Some("show"), Some("pools"), 2) => Ok(show_pools::run(shared)),
+        (Some("show"), Some("clients"), 2) => Ok(show_clients::run(shared)),
+        (Some("show"), Some("servers"), 2) => Ok(show_servers::run(shared)),
+        (Some("show"), Some("stats"), 2) => Ok(show_stats::run(shared)),
+        (Some("show"), Some("config"), 2) => Ok(show_config::run(shared)),
+        (Some("show"), Some("targets"), 2) => Ok(show_targets::run(shared)),
+        (Some("reload"), _, 1) => reload::run(shared),
+        (Some("pause"), _, 1 | 2) => pause::pause(shared, arg).await,
+        (Some("resume"), _, 1 | 2) => Ok(pause::resume(shared, arg)),
+        (Some("kill"), Some(_), 2) => kill::run(shared, arg.unwrap_or_default()),
+        (Some("kill"), _, _) => Err(CommandError::new(
+            "42601",
+            "KILL takes one client id (SHOW CLIENTS lists them): KILL 42",
+        )),
         _ => Err(CommandError::new(
             "42601",
             format!("unknown Tollgate console command {text:?}; the commands are: {COMMANDS}"),

@@ -22,6 +22,8 @@ pub struct ResultSet {
     pub columns: Vec<&'static str>,
     /// Values (None = NULL), each row as long as `columns`.
     pub rows: Vec<Vec<Option<String>>>,
+    /// The CommandComplete tag; `SHOW <rows>` when unset.
+    pub tag: Option<&'static str>,
 }
 
 impl ResultSet {
@@ -30,7 +32,13 @@ impl ResultSet {
         ResultSet {
             columns: columns.to_vec(),
             rows: Vec::new(),
+            tag: None,
         }
+    }
+
+    /// Adds a row whose values may be NULL.
+    pub fn push_nullable(&mut self, row: Vec<Option<String>>) {
+        self.rows.push(row);
     }
 
     /// Adds a row of displayable values.
@@ -49,7 +57,10 @@ impl Reply {
                     let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
                     build::data_row(out, &values);
                 }
-                build::command_complete(out, &format!("SHOW {}", rs.rows.len()));
+                match rs.tag {
+                    Some(tag) => build::command_complete(out, tag),
+                    None => build::command_complete(out, &format!("SHOW {}", rs.rows.len())),
+                }
             }
             Reply::Done(tag) => build::command_complete(out, tag),
             Reply::Empty => build::empty_query_response(out),

@@ -1,0 +1,130 @@
+//! Every setting as its key and the value in force, spelled as the config file spells it
+//! (durations in seconds): what `SHOW CONFIG` prints and what a reload compares.
+
+use super::{Config, LogFormat};
+use std::fmt::Write as _;
+
+impl LogFormat {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::fmt::Display for super::Upstream {
+    /// The URL form `--upstream` takes (paths are not percent-encoded: this is for people).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "postgres://[{}]:{}/", self.host, self.port)?;
+        } else {
+            write!(f, "postgres://{}:{}/", self.host, self.port)?;
+        }
+        if let Some(db) = &self.database {
+            f.write_str(db)?;
+        }
+        write!(f, "?sslmode={}", self.sslmode.as_str())?;
+        if let Some(ca) = &self.sslrootcert {
+            write!(f, "&sslrootcert={}", ca.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Every setting, in the order of the README's table, as (key, value).
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let secs = |d: std::time::Duration| d.as_secs().to_string();
+        let (tls_cert, tls_key) = match &self.tls {
+            Some(t) => (t.cert.display().to_string(), t.key.display().to_string()),
+            None => (String::new(), String::new()),
+        };
+        let mut upstream = String::new();
+        let _ = write!(upstream, "{}", self.upstream);
+        vec![
+            ("listen", self.listen.to_string()),
+            ("upstream", upstream),
+            ("auth_file", self.auth_file.display().to_string()),
+            ("pool_mode", self.pool_mode.as_str().to_string()),
+            ("pool_size", self.pool_size.to_string()),
+            (
+                "max_connections_percent",
+                self.max_connections_percent.to_string(),
+            ),
+            (
+                "max_idle_connections_percent",
+                self.max_idle_connections_percent.to_string(),
+            ),
+            (
+                "connection_borrow_timeout",
+                secs(self.connection_borrow_timeout),
+            ),
+            ("idle_client_timeout", secs(self.idle_client_timeout)),
+            ("init_query", self.init_query.clone().unwrap_or_default()),
+            ("require_tls", self.require_tls.to_string()),
+            ("tls_cert", tls_cert),
+            ("tls_key", tls_key),
+            ("server_reset_query", self.server_reset_query.clone()),
+            ("server_lifetime", secs(self.server_lifetime)),
+            ("server_idle_timeout", secs(self.server_idle_timeout)),
+            ("server_connect_timeout", secs(self.server_connect_timeout)),
+            ("client_login_timeout", secs(self.client_login_timeout)),
+            ("max_client_conn", self.max_client_conn.to_string()),
+            ("max_message_size", self.max_message_size.to_string()),
+            ("shutdown_timeout", secs(self.shutdown_timeout)),
+            (
+                "admin_listen",
+                self.admin_listen
+                    .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            ),
+            ("admin_users", self.admin_users.join(",")),
+            ("log_level", self.log_level.clone()),
+            ("log_format", self.log_format.as_str().to_string()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    #[test]
+    fn every_raw_setting_has_an_entry_and_values_read_back() {
+        let raw = RawConfig {
+            upstream: Some("postgres://[::1]:5433/app?sslmode=require".into()),
+            auth_file: Some("users.txt".into()),
+            pool_size: Some(7),
+            admin_users: Some(vec!["ops".into(), "dba".into()]),
+            admin_listen: Some("off".into()),
+            ..Default::default()
+        };
+        let c = Config::validate(raw).unwrap();
+        let entries = c.entries();
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("pool_size"), Some("7"));
+        assert_eq!(get("connection_borrow_timeout"), Some("120"));
+        assert_eq!(get("admin_users"), Some("ops,dba"));
+        assert_eq!(get("admin_listen"), Some("off"));
+        assert_eq!(
+            get("upstream"),
+            Some("postgres://[::1]:5433/app?sslmode=require")
+        );
+        // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
+        // unknown key).
+        assert_eq!(entries.len(), 25);
+        for (k, _) in &entries {
+            let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("unknown field"), "{k} is not a config key: {e}");
+        }
+    }
+}

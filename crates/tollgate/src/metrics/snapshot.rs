@@ -1,0 +1,206 @@
+//! A copy of everything measured at one moment, for exporters (`admin/prometheus.rs`). Taking
+//! it reads atomics and briefly locks each pool and histogram; the data path is not slowed
+//! beyond that.
+
+use super::{LatencySnapshot, Stats};
+use crate::pin::PinReason;
+use crate::pool::global::lock;
+use crate::pool::{Pool, Pools};
+
+/// Most pools exported one by one. Each pool adds about 30 series labelled by (user,
+/// database); past this many, a scrape would grow without bound with the number of users and
+/// databases clients name. Pools beyond the cap (by database, then user) still count in every
+/// process-wide total; `tollgate_pools` says how many there are.
+pub const MAX_POOLS_EXPORTED: usize = 500;
+
+/// Process-wide counts and the per-pool rows (at most [`MAX_POOLS_EXPORTED`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Clients logged in to a pool now.
+    pub clients_current: u64,
+    /// Clients that logged in (admin console sessions included).
+    pub clients_setup_succeeded: u64,
+    /// Clients refused during startup or login, by reason.
+    pub setup_failures: Vec<(&'static str, u64)>,
+    /// Client connections closed after login.
+    pub clients_closed: u64,
+    /// Pins by reason, every reason listed (zeros included).
+    pub pins: Vec<(&'static str, u64)>,
+    /// Cancels forwarded to a backend.
+    pub cancels_forwarded: u64,
+    /// Cancels ignored (forged key or nothing running).
+    pub cancels_ignored: u64,
+    /// Backend connections open or opening across all pools.
+    pub db_open: u64,
+    /// Of those, idle.
+    pub db_idle: u64,
+    /// The global cap on backend connections, once the server's max_connections is known.
+    pub db_max: Option<u64>,
+    /// The database server, `host:port`.
+    pub target: String,
+    /// Whether it answered the last connection attempt.
+    pub available: bool,
+    /// Sums over every pool, including any beyond the export cap.
+    pub totals: Totals,
+    /// Pools that exist (exported or not).
+    pub pool_count: usize,
+    /// One row per exported pool, ordered by (database, user).
+    pub pools: Vec<PoolMetrics>,
+}
+
+/// Per-pool counters summed over all pools (RDS Proxy reports these per proxy).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Backends lent to clients now.
+    pub borrowed: u64,
+    /// Lent backends inside a transaction now.
+    pub in_transaction: u64,
+    /// Clients pinned now.
+    pub pinned: u64,
+    /// ReadyForQuery messages relayed.
+    pub queries: u64,
+    /// Transactions completed.
+    pub transactions: u64,
+    /// Bytes clients sent.
+    pub bytes_from_clients: u64,
+    /// Bytes relayed to clients.
+    pub bytes_to_clients: u64,
+}
+
+impl Totals {
+    fn add(&mut self, st: &crate::metrics::PoolStats) {
+        self.borrowed = self.borrowed.saturating_add(st.borrowed.get());
+        self.in_transaction = self.in_transaction.saturating_add(st.in_transaction.get());
+        self.pinned = self.pinned.saturating_add(st.pinned.get());
+        self.queries = self.queries.saturating_add(st.queries.get());
+        self.transactions = self.transactions.saturating_add(st.transactions.get());
+        self.bytes_from_clients = self
+            .bytes_from_clients
+            .saturating_add(st.bytes_from_clients.get());
+        self.bytes_to_clients = self
+            .bytes_to_clients
+            .saturating_add(st.bytes_to_clients.get());
+    }
+}
+
+/// One pool's numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolMetrics {
+    /// Label `user`.
+    pub user: String,
+    /// Label `database`.
+    pub database: String,
+    /// Clients logged in to this pool now.
+    pub clients: u64,
+    /// Clients waiting for a backend now.
+    pub waiting: u64,
+    /// Backend connections open or opening.
+    pub open: u64,
+    /// Of those, idle in the pool.
+    pub idle: u64,
+    /// The pool's own cap (pool_size).
+    pub pool_size: u64,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// Backend borrow requests.
+    pub connection_requests: u64,
+    /// Backend connections opened.
+    pub setup_succeeded: u64,
+    /// Backend connections that failed to open.
+    pub setup_failed: u64,
+    /// Borrows that gave up after connection_borrow_timeout.
+    pub borrow_timeouts: u64,
+    /// Backends lent to clients now.
+    pub borrowed: u64,
+    /// Lent backends inside a transaction now.
+    pub in_transaction: u64,
+    /// Clients pinned to their backend now.
+    pub pinned: u64,
+    /// ReadyForQuery messages relayed.
+    pub queries: u64,
+    /// Transactions completed.
+    pub transactions: u64,
+    /// Bytes clients sent.
+    pub bytes_from_clients: u64,
+    /// Bytes relayed to clients.
+    pub bytes_to_clients: u64,
+    /// Request to the last byte of the answer relayed.
+    pub query_latency: LatencySnapshot,
+    /// Request forwarded to the database's ReadyForQuery.
+    pub db_latency: LatencySnapshot,
+    /// Waiting for a backend.
+    pub borrow_latency: LatencySnapshot,
+}
+
+impl MetricsSnapshot {
+    /// Reads `stats` and `pools` now.
+    pub fn collect(stats: &Stats, pools: &Pools) -> MetricsSnapshot {
+        let global = pools.global();
+        let mut all = pools.all();
+        all.sort_by(|a, b| (&a.key.database, &a.key.user).cmp(&(&b.key.database, &b.key.user)));
+        let pool_count = all.len();
+        let mut totals = Totals::default();
+        for p in &all {
+            totals.add(&p.stats);
+        }
+        all.truncate(MAX_POOLS_EXPORTED);
+        let setup_failures = lock(&stats.setup_failures)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        MetricsSnapshot {
+            clients_current: stats.clients_current.get(),
+            clients_setup_succeeded: stats.clients_setup_succeeded.get(),
+            setup_failures,
+            clients_closed: stats.clients_closed.get(),
+            pins: PinReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.pins_for(*r)))
+                .collect(),
+            cancels_forwarded: stats.cancels_forwarded.get(),
+            cancels_ignored: stats.cancels_ignored.get(),
+            db_open: global.open() as u64,
+            db_idle: global.idle() as u64,
+            db_max: match global.max_open() {
+                usize::MAX => None,
+                n => Some(n as u64),
+            },
+            target: pools.connector().addr(),
+            available: global.available(),
+            totals,
+            pool_count,
+            pools: all.iter().map(|p| PoolMetrics::collect(p)).collect(),
+        }
+    }
+}
+
+impl PoolMetrics {
+    fn collect(pool: &Pool) -> PoolMetrics {
+        let snap = pool.snapshot();
+        let st = &pool.stats;
+        PoolMetrics {
+            user: pool.key.user.clone(),
+            database: pool.key.database.clone(),
+            clients: st.clients.get(),
+            waiting: snap.waiting as u64,
+            open: snap.open as u64,
+            idle: snap.idle as u64,
+            pool_size: pool.settings().pool_size as u64,
+            paused: pool.is_paused(),
+            connection_requests: st.connection_requests.get(),
+            setup_succeeded: st.setup_succeeded.get(),
+            setup_failed: st.setup_failed.get(),
+            borrow_timeouts: st.borrow_timeouts.get(),
+            borrowed: st.borrowed.get(),
+            in_transaction: st.in_transaction.get(),
+            pinned: st.pinned.get(),
+            queries: st.queries.get(),
+            transactions: st.transactions.get(),
+            bytes_from_clients: st.bytes_from_clients.get(),
+            bytes_to_clients: st.bytes_to_clients.get(),
+            query_latency: st.query_latency.snapshot(),
+            db_latency: st.db_latency.snapshot(),
+            borrow_latency: st.borrow_latency.snapshot(),
+        }
+    }
+}
