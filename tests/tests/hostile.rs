@@ -363,10 +363,11 @@ async fn half_a_streamed_message_mid_transaction_gets_its_backend_discarded() {
     assert_eq!(status, TxStatus::InTransaction);
     let pid: i32 = first_column(&rows)[0].as_deref().unwrap().parse().unwrap();
 
-    // A Bind announcing 100 bytes with 10 sent: Tollgate streams Bind through as it arrives,
-    // so the backend is left inside a message and can never be lent again.
+    // An Execute announcing 100 bytes with 10 sent: Tollgate streams Execute through as it
+    // arrives (only Query, Parse, Bind, Describe and Close are read whole), so the backend is
+    // left inside a message and can never be lent again.
     let mut out = BytesMut::new();
-    out.put_u8(b'B');
+    out.put_u8(b'E');
     out.put_i32(104);
     out.extend_from_slice(b"\0\0\0\0\0\0\0\0\0\0");
     staller.send(&out).await.unwrap();

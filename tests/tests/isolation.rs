@@ -306,37 +306,80 @@ async fn temp_table_pins_the_client_and_stays_private() -> Result<()> {
     Ok(())
 }
 
-/// tokio-postgres `prepare` (a named Parse) and SQL PREPARE both pin; the statements exist
-/// only on their clients' backends.
+/// SQL PREPARE pins the client; its statement exists only on that client's backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepared_statements_pin_the_client_and_stay_private() -> Result<()> {
+async fn sql_prepare_pins_the_client_and_stays_private() -> Result<()> {
+    let env = transaction_env(3).await?;
+    let b = env.connect_app().await?;
+    let c = env.connect_app().await?;
+    c.client.batch_execute("PREPARE seven AS SELECT 7").await?;
+    assert_eq!(env.shared.stats.pins_for(PinReason::Prepare), 1);
+    let c_pid = pid(&c).await?;
+    for _ in 0..3 {
+        assert_eq!(scalar(&c.client, "EXECUTE seven").await?, "7");
+        let e = b.client.batch_execute("EXECUTE seven").await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("26000"));
+    }
+    assert_eq!(pid(&c).await?, c_pid);
+    Ok(())
+}
+
+/// Protocol-level named statements (tokio-postgres `prepare`) do not pin: the client's
+/// statement follows it to whichever backend it lands on, and no other client can use it
+/// by the client's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_follow_their_client_across_backends_without_pinning() -> Result<()> {
     let env = transaction_env(3).await?;
     let a = env.connect_app().await?;
     let b = env.connect_app().await?;
     let c = env.connect_app().await?;
-    let stmt = a.client.prepare("SELECT $1::int + 100").await?;
-    assert_eq!(env.shared.stats.pins_for(PinReason::NamedStatement), 1);
-    c.client.batch_execute("PREPARE seven AS SELECT 7").await?;
-    assert_eq!(env.shared.stats.pins_for(PinReason::Prepare), 1);
-    let (a_pid, c_pid) = (pid(&a).await?, pid(&c).await?);
-    assert_ne!(a_pid, c_pid);
-    let count = "SELECT count(*) FROM pg_prepared_statements";
-    for i in 0..3i32 {
-        assert_eq!(
-            a.client.query_one(&stmt, &[&i]).await?.get::<_, i32>(0),
-            i + 100
-        );
-        assert_eq!(scalar(&c.client, "EXECUTE seven").await?, "7");
-        assert_eq!(
-            scalar(&b.client, count).await?,
-            "0",
-            "B sees no one's statements"
-        );
-        let e = b.client.batch_execute("EXECUTE seven").await.unwrap_err();
-        assert_eq!(sqlstate(&e).as_deref(), Some("26000"));
+    let stmt = a
+        .client
+        .prepare("SELECT $1::int + 100, pg_backend_pid()")
+        .await?;
+    let mut pids = std::collections::BTreeSet::new();
+    let mut held: Option<&tollgate_e2e::connected::Connected> = None;
+    for i in 0..6i32 {
+        let row = a.client.query_one(&stmt, &[&i]).await?;
+        assert_eq!(row.get::<_, i32>(0), i + 100);
+        pids.insert(row.get::<_, i32>(1));
+        // Take the backend A just returned (the pool lends the most recently returned one
+        // first), then free the one held before: A's next run lands on another backend,
+        // which may never have seen the statement.
+        let holder = if i % 2 == 0 { &b } else { &c };
+        holder.client.batch_execute("BEGIN; SELECT 1").await?;
+        if let Some(h) = held.replace(holder) {
+            h.client.batch_execute("COMMIT").await?;
+        }
     }
-    assert_eq!(pid(&a).await?, a_pid);
-    assert_eq!(pid(&c).await?, c_pid);
+    if let Some(h) = held {
+        h.client.batch_execute("COMMIT").await?;
+    }
+    assert!(
+        pids.len() >= 2,
+        "A should have run on several backends, saw {pids:?}"
+    );
+    assert_eq!(env.shared.stats.pins_for(PinReason::NamedStatement), 0);
+    // B cannot reach A's statement by A's name (tokio-postgres names them s0, s1, ...).
+    let e = b.client.batch_execute("EXECUTE s0").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("26000"));
+    // Dropping the statement closes it; a new one with the same text still works.
+    drop(stmt);
+    let again = a
+        .client
+        .prepare("SELECT $1::int + 100, pg_backend_pid()")
+        .await?;
+    assert_eq!(
+        a.client.query_one(&again, &[&1i32]).await?.get::<_, i32>(0),
+        101
+    );
+    // A statement that fails to parse fails for its client only; the session goes on.
+    let e = a.client.prepare("SELEC broken").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42601"));
+    assert_eq!(
+        a.client.query_one(&again, &[&2i32]).await?.get::<_, i32>(0),
+        102
+    );
     Ok(())
 }
 

@@ -143,6 +143,8 @@ pub enum Reset {
     All,
     /// `RESET name` (lower-cased).
     Setting(String),
+    /// `DEALLOCATE ALL` / `DISCARD ALL`: every prepared statement.
+    Statements,
 }
 
 /// The resets in `sql`. They do not pin: the relay marks the affected settings on the backend
@@ -154,9 +156,13 @@ pub fn scan_resets(sql: &str) -> Vec<Reset> {
     let mut out = Vec::new();
     for stmt in tokens.split(|t| *t == Token::Semicolon) {
         match (word(stmt.first()), word(stmt.get(1)), word(stmt.get(2))) {
-            (Some("reset"), Some("all"), _) | (Some("discard"), Some("all"), _) => {
-                out.push(Reset::All)
+            (Some("reset"), Some("all"), _) => out.push(Reset::All),
+            (Some("discard"), Some("all"), _) => {
+                out.push(Reset::All);
+                out.push(Reset::Statements);
             }
+            (Some("deallocate"), Some("all"), _)
+            | (Some("deallocate"), Some("prepare"), Some("all")) => out.push(Reset::Statements),
             (Some("reset"), Some("time"), Some("zone")) => {
                 out.push(Reset::Setting("timezone".into()))
             }
@@ -395,7 +401,11 @@ mod tests {
     #[test]
     fn resets_are_found_per_statement() {
         assert_eq!(scan_resets("RESET ALL"), vec![Reset::All]);
-        assert_eq!(scan_resets("select 1; discard all"), vec![Reset::All]);
+        assert_eq!(
+            scan_resets("select 1; discard all"),
+            vec![Reset::All, Reset::Statements]
+        );
+        assert_eq!(scan_resets("DEALLOCATE ALL"), vec![Reset::Statements]);
         assert_eq!(
             scan_resets("RESET statement_timeout; RESET TIME ZONE"),
             vec![

@@ -353,6 +353,7 @@ mod tests {
             client_login_timeout: Some(10),
             max_client_conn: Some(11),
             max_message_size: Some(4096),
+            max_prepared_statements: Some(5),
             shutdown_timeout: Some(12),
             admin_listen: Some("off".into()),
             admin_users: Some(vec!["ops".into()]),

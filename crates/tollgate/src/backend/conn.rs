@@ -46,6 +46,9 @@ pub struct ServerConn {
     pub broken: bool,
     /// The pool place it occupies; released when the connection is dropped.
     pub slot: Option<Slot>,
+    /// Named statements prepared on it by the proxy (transaction mode), and unanswered
+    /// Parse/Close messages.
+    pub statements: crate::session::prepared::ServerStatements,
 }
 
 impl std::fmt::Debug for ServerConn {

@@ -183,6 +183,7 @@ impl Connector {
             created: now,
             idle_since: now,
             tx_status: TxStatus::Idle,
+            statements: Default::default(),
             broken: false,
             slot: None,
         };

@@ -73,6 +73,10 @@ impl Config {
             ("client_login_timeout", secs(self.client_login_timeout)),
             ("max_client_conn", self.max_client_conn.to_string()),
             ("max_message_size", self.max_message_size.to_string()),
+            (
+                "max_prepared_statements",
+                self.max_prepared_statements.to_string(),
+            ),
             ("shutdown_timeout", secs(self.shutdown_timeout)),
             (
                 "admin_listen",
@@ -119,7 +123,7 @@ mod tests {
         );
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 25);
+        assert_eq!(entries.len(), 26);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

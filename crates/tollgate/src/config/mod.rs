@@ -91,6 +91,8 @@ pub struct Config {
     pub max_client_conn: usize,
     /// Largest client message read whole.
     pub max_message_size: usize,
+    /// Named statements per client in transaction mode before pinning (0: always pin).
+    pub max_prepared_statements: usize,
     /// Drain time on shutdown.
     pub shutdown_timeout: Duration,
     /// Admin HTTP listener; `None` when off.
@@ -294,6 +296,13 @@ impl Config {
         if max_client_conn == 0 {
             return Err(invalid("max_client_conn", "must be at least 1"));
         }
+        let max_prepared_statements = raw.max_prepared_statements.unwrap_or(1000);
+        if max_prepared_statements > 100_000 {
+            return Err(invalid(
+                "max_prepared_statements",
+                format!("{max_prepared_statements} is more than 100000"),
+            ));
+        }
         let max_message_size = raw.max_message_size.unwrap_or(64 << 20);
         if !(1024..=(1 << 30)).contains(&max_message_size) {
             return Err(invalid(
@@ -351,6 +360,7 @@ impl Config {
             client_login_timeout,
             max_client_conn,
             max_message_size,
+            max_prepared_statements,
             shutdown_timeout,
             admin_listen,
             admin_users,

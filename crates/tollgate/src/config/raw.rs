@@ -90,6 +90,11 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
 
+    /// Named statements a client may hold in transaction mode before it is pinned instead
+    /// (PgBouncer's name; 0 pins every client that prepares one) [default: 1000].
+    #[arg(long, env = "TOLLGATE_MAX_PREPARED_STATEMENTS")]
+    pub max_prepared_statements: Option<usize>,
+
     /// Seconds running transactions get to finish on shutdown [default: 30].
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
@@ -155,6 +160,7 @@ impl RawConfig {
             client_login_timeout,
             max_client_conn,
             max_message_size,
+            max_prepared_statements,
             shutdown_timeout,
             admin_listen,
             admin_users,

@@ -5,6 +5,7 @@
 pub mod authenticate;
 pub mod client;
 pub mod error;
+pub mod prepared;
 pub mod relay;
 pub mod startup;
 

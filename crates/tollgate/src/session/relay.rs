@@ -9,21 +9,22 @@
 
 use super::client::ClientConn;
 use super::error::SessionError;
+use super::prepared::ClientStatements;
 use crate::backend::ServerConn;
 use crate::cancel::CancelKey;
 use crate::clients::{ClientInfo, ClientState};
 use crate::config::{Config, PoolMode};
 use crate::params::ParamSet;
-use crate::pin::{scan_resets, scan_sql, PinReason, Reset};
+use crate::pin::PinReason;
 use crate::pool::Pool;
 use crate::pool::PoolError;
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollgate_wire::scanner::{Chunk, Scanner};
-use tollgate_wire::{backend, frontend, TxStatus};
+use tokio::io::AsyncReadExt;
+use tollgate_wire::scanner::Scanner;
+use tollgate_wire::{frontend, TxStatus};
 
 /// How a session ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,26 +63,18 @@ pub struct Relay<'a> {
     request_started: Option<Instant>,
     /// When the current request was written to the backend (QueryDatabaseResponseLatency).
     sent_at: Option<Instant>,
+    /// Named statements this client prepared (transaction mode).
+    statements: ClientStatements,
+    /// Query/Sync/FunctionCall messages sent so far (numbers the batches).
+    batches_sent: u64,
+    /// ReadyForQuery messages received so far (the batch in progress is this number).
+    batches_done: u64,
     /// The reloadable settings read on the data path (idle_client_timeout, max_message_size),
     /// refreshed at each borrow so a reload reaches running sessions without a per-message read.
     live: Arc<Config>,
 }
 
-fn client_inspects(tag: u8) -> bool {
-    matches!(
-        tag,
-        frontend::tag::QUERY | frontend::tag::PARSE | frontend::tag::TERMINATE
-    )
-}
-
-fn server_inspects(tag: u8) -> bool {
-    matches!(
-        tag,
-        backend::tag::READY_FOR_QUERY
-            | backend::tag::PARAMETER_STATUS
-            | backend::tag::ERROR_RESPONSE
-    )
-}
+mod pump;
 
 impl<'a> Relay<'a> {
     /// A relay for a freshly logged-in client.
@@ -113,6 +106,9 @@ impl<'a> Relay<'a> {
             in_transaction: false,
             request_started: None,
             sent_at: None,
+            statements: ClientStatements::default(),
+            batches_sent: 0,
+            batches_done: 0,
             live: shared.live(),
         }
     }
@@ -223,6 +219,7 @@ impl<'a> Relay<'a> {
             && server.tx_status == TxStatus::Idle
             && !self.c_scan.mid_message()
             && !self.s_scan.mid_message()
+            && !server.statements.has_pending()
             && server.rbuf.is_empty();
         if boundary {
             if let Some(conn) = self.detach() {
@@ -321,218 +318,6 @@ impl<'a> Relay<'a> {
             "client pinned to its backend for the rest of its session");
     }
 
-    /// Forwards complete (or pass-through) client messages to the backend. Returns true when
-    /// the client sent Terminate.
-    async fn pump_client(&mut self) -> Result<bool, SessionError> {
-        let max = self.live.max_message_size;
-        let mut terminate = false;
-        let handled_at = Instant::now();
-        let outstanding_before = self.outstanding;
-        self.out.clear();
-        loop {
-            let chunk = self.c_scan.next(&self.client.rbuf, client_inspects, max)?;
-            match chunk {
-                Chunk::NeedMore => break,
-                Chunk::Pass { n, tag } => {
-                    if let Some(t) = tag {
-                        self.note_client_message(t);
-                    }
-                    let bytes = self.client.rbuf.split_to(n);
-                    self.out.extend_from_slice(&bytes);
-                }
-                Chunk::Whole { tag, len } => {
-                    let msg = self.client.rbuf.split_to(len);
-                    let body = msg.get(tollgate_wire::frame::HEADER_LEN..).unwrap_or(&[]);
-                    match tag {
-                        frontend::tag::TERMINATE => {
-                            terminate = true;
-                            break;
-                        }
-                        frontend::tag::QUERY => {
-                            self.outstanding += 1;
-                            let sql = frontend::parse_query(body)?;
-                            if let Some(r) = scan_sql(sql) {
-                                self.pin(r);
-                            }
-                            self.note_resets(sql);
-                        }
-                        frontend::tag::PARSE => {
-                            self.extended_open = true;
-                            let p = frontend::parse_parse(body)?;
-                            if !p.name.is_empty() {
-                                self.pin(PinReason::NamedStatement);
-                            } else if let Some(r) = scan_sql(p.query) {
-                                self.pin(r);
-                            }
-                            self.note_resets(p.query);
-                        }
-                        _ => {}
-                    }
-                    self.out.extend_from_slice(&msg);
-                }
-            }
-        }
-        if !self.out.is_empty() {
-            let Some(server) = self.server.as_mut() else {
-                return Err(SessionError::Protocol(
-                    "client data with no backend attached".into(),
-                ));
-            };
-            if let Err(e) = server.stream.write_all(&self.out).await {
-                return Err(self.server_lost(e.to_string()));
-            }
-            self.pool
-                .stats
-                .bytes_from_clients
-                .add(self.out.len() as u64);
-            if outstanding_before == 0 && self.outstanding > 0 {
-                self.request_started = Some(handled_at);
-                self.sent_at = Some(Instant::now());
-            }
-        }
-        Ok(terminate)
-    }
-
-    /// A client's RESET / DISCARD ALL leaves untracked settings on this backend in a state the
-    /// proxy cannot be sure of (RESET is transactional): mark them unknown so the next borrow
-    /// sets or resets them explicitly. Tracked settings are reported back by the server.
-    fn note_resets(&mut self, sql: &str) {
-        let Some(server) = self.server.as_mut() else {
-            return;
-        };
-        for reset in scan_resets(sql) {
-            match reset {
-                Reset::All => {
-                    let extras = server.extras.clone();
-                    server.params.mark_unknown(&extras);
-                }
-                Reset::Setting(name) if !crate::params::is_tracked(&name) => {
-                    server.params.mark_unknown([&name]);
-                    if !server.extras.contains(&name) {
-                        server.extras.push(name);
-                    }
-                }
-                Reset::Setting(_) => {}
-            }
-        }
-    }
-
-    fn note_client_message(&mut self, tag: u8) {
-        match tag {
-            frontend::tag::SYNC => {
-                self.outstanding += 1;
-                self.extended_open = false;
-            }
-            frontend::tag::FUNCTION_CALL => self.outstanding += 1,
-            frontend::tag::BIND
-            | frontend::tag::DESCRIBE
-            | frontend::tag::EXECUTE
-            | frontend::tag::CLOSE
-            | frontend::tag::FLUSH => self.extended_open = true,
-            _ => {}
-        }
-    }
-
-    /// Forwards what the backend sent to the client, noting transaction status and settings.
-    async fn pump_server(&mut self) -> Result<(), SessionError> {
-        let max = self.live.max_message_size;
-        self.out.clear();
-        let Some(server) = self.server.as_mut() else {
-            return Ok(());
-        };
-        let mut fatal = false;
-        let mut answered = false;
-        loop {
-            let chunk = match self.s_scan.next(&server.rbuf, server_inspects, max) {
-                Ok(c) => c,
-                Err(e) => {
-                    server.broken = true;
-                    return Err(
-                        self.server_lost(format!("malformed message from the database: {e}"))
-                    );
-                }
-            };
-            match chunk {
-                Chunk::NeedMore => break,
-                Chunk::Pass { n, .. } => {
-                    let bytes = server.rbuf.split_to(n);
-                    self.out.extend_from_slice(&bytes);
-                }
-                Chunk::Whole { tag, len } => {
-                    let msg = server.rbuf.split_to(len);
-                    let body = msg.get(tollgate_wire::frame::HEADER_LEN..).unwrap_or(&[]);
-                    match tag {
-                        backend::tag::READY_FOR_QUERY => match backend::parse_ready_for_query(body)
-                        {
-                            Ok(status) => {
-                                server.tx_status = status;
-                                self.outstanding = self.outstanding.saturating_sub(1);
-                                let stats = &self.pool.stats;
-                                stats.queries.inc();
-                                match (status == TxStatus::Idle, self.in_transaction) {
-                                    (true, true) => {
-                                        stats.in_transaction.dec();
-                                        self.in_transaction = false;
-                                        self.info.set_state(ClientState::Active);
-                                    }
-                                    (false, false) => {
-                                        stats.in_transaction.inc();
-                                        self.in_transaction = true;
-                                        self.info.set_state(ClientState::InTransaction);
-                                    }
-                                    _ => {}
-                                }
-                                if status == TxStatus::Idle {
-                                    stats.transactions.inc();
-                                }
-                                if self.outstanding == 0 {
-                                    answered = true;
-                                    if let Some(sent) = self.sent_at.take() {
-                                        stats.db_latency.record(sent.elapsed());
-                                    }
-                                }
-                            }
-                            Err(_) => server.broken = true,
-                        },
-                        backend::tag::PARAMETER_STATUS => {
-                            if let Ok((k, v)) = backend::parse_parameter_status(body) {
-                                server.params.set(k, v);
-                                self.want.set(k, v);
-                            }
-                        }
-                        backend::tag::ERROR_RESPONSE => {
-                            if let Ok(f) = backend::parse_error_fields(body) {
-                                if f.severity == "FATAL" || f.severity == "PANIC" {
-                                    fatal = true;
-                                    server.broken = true;
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.out.extend_from_slice(&msg);
-                }
-            }
-        }
-        if !self.out.is_empty() {
-            self.client.stream.write_all(&self.out).await?;
-            self.pool.stats.bytes_to_clients.add(self.out.len() as u64);
-        }
-        if answered {
-            if let Some(started) = self.request_started.take() {
-                self.pool.stats.query_latency.record(started.elapsed());
-            }
-        }
-        if fatal {
-            // The server ended this session and said why; the client has been told.
-            let _ = self.server_lost("the database ended the session".into());
-            return Err(SessionError::ClientIo(
-                std::io::ErrorKind::ConnectionAborted.into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// Cleans up the backend when the session ends: a backend at a clean boundary is rolled
     /// back / reset and returned; one caught mid-response is closed (its state is unknown).
     pub async fn finish(&mut self) {
@@ -567,6 +352,7 @@ impl<'a> Relay<'a> {
             }
             if reset {
                 conn.simple_query(&reset_query).await?;
+                conn.statements.clear();
                 for k in std::mem::take(&mut conn.extras) {
                     conn.params.remove(&k);
                 }

@@ -1,0 +1,547 @@
+//! Named prepared statements in transaction mode, without pinning.
+//!
+//! A client's `Parse` of statement `N` is sent to whichever backend it holds under a name
+//! derived from the statement's text and parameter types (`tg_<hash>`), so identical statements
+//! from different clients share one server-side statement per backend. `Bind`, `Describe` and
+//! `Close` of `N` are rewritten to that name; when the client lands on a backend that lacks it,
+//! the proxy first sends that backend the `Parse` itself and swallows the `ParseComplete`.
+//!
+//! Responses are matched by order ("Message Flow: Extended Query": ParseComplete and
+//! CloseComplete come back in the order their messages were sent). An ErrorResponse makes the
+//! server skip the rest of the batch up to Sync, so pending entries of that batch are dropped
+//! and their optimistic effects on the backend's statement set undone.
+//!
+//! Pure: messages in, bytes out; the relay does the I/O.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use tollgate_wire::frontend;
+
+/// Why the proxy cannot multiplex a client's statements (it pins the client instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The client holds more named statements than max_prepared_statements.
+    TooMany,
+    /// Two different statements hashed to one name (astronomically rare).
+    Collision,
+}
+
+/// One client statement: the backend name and the Parse body after the name.
+#[derive(Debug, Clone)]
+struct Statement {
+    name: Arc<str>,
+    rest: Bytes,
+}
+
+/// The named statements a client has prepared, by the client's own names.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    map: HashMap<String, Statement>,
+}
+
+/// A Parse or Close sent to a backend whose Complete message has not come back yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// ParseComplete ('1') or CloseComplete ('3').
+    tag: u8,
+    /// The statement it creates or drops, with its Parse text (None: unnamed or a portal).
+    stmt: Option<(Arc<str>, Bytes)>,
+    /// Sent by the proxy on its own: the client must not see the answer.
+    swallow: bool,
+    /// For a Parse: the backend already held this statement when it was sent (so a skipped
+    /// Parse leaves it in place).
+    existed: bool,
+    /// Which batch (count of Query/Sync/FunctionCall sent before it).
+    batch: u64,
+}
+
+/// The statements a backend holds (by backend name) and its unanswered Parse/Close.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    prepared: HashMap<Arc<str>, Bytes>,
+    pending: VecDeque<Pending>,
+}
+
+const PARSE_COMPLETE: u8 = b'1';
+const CLOSE_COMPLETE: u8 = b'3';
+
+fn backend_name(rest: &[u8]) -> Arc<str> {
+    // SipHash with fixed keys: stable for the life of the process, which is as long as any
+    // server-side statement it names can live.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    rest.hash(&mut h);
+    Arc::from(format!("tg_{:016x}", h.finish()))
+}
+
+/// The bytes after the first C string of `body` (None when there is no terminator).
+fn after_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = body.iter().position(|&b| b == 0)?;
+    Some((body.get(..end)?, body.get(end + 1..)?))
+}
+
+fn put_message(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    out.put_u8(tag);
+    out.put_i32(i32::try_from(len).unwrap_or(i32::MAX));
+    for p in parts {
+        out.put_slice(p);
+    }
+}
+
+fn put_parse(out: &mut BytesMut, name: &str, rest: &[u8]) {
+    put_message(out, frontend::tag::PARSE, &[name.as_bytes(), b"\0", rest]);
+}
+
+fn put_close_statement(out: &mut BytesMut, name: &str) {
+    put_message(out, frontend::tag::CLOSE, &[b"S", name.as_bytes(), b"\0"]);
+}
+
+impl ClientStatements {
+    /// Number of named statements the client holds.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the client holds none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets them all (DISCARD ALL / DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Ensures `server` holds `stmt`, writing a Parse whose answer is swallowed if not.
+    fn ensure(stmt: &Statement, server: &mut ServerStatements, batch: u64, out: &mut BytesMut) {
+        if server.prepared.contains_key(&stmt.name) {
+            return;
+        }
+        put_parse(out, &stmt.name, &stmt.rest);
+        server.prepared.insert(stmt.name.clone(), stmt.rest.clone());
+        server.pending.push_back(Pending {
+            tag: PARSE_COMPLETE,
+            stmt: Some((stmt.name.clone(), stmt.rest.clone())),
+            swallow: true,
+            existed: false,
+            batch,
+        });
+    }
+
+    /// A client Parse (whole message body). Writes what the backend gets to `out`.
+    pub fn on_parse(
+        &mut self,
+        msg: &[u8],
+        body: &[u8],
+        server: &mut ServerStatements,
+        batch: u64,
+        limit: usize,
+        out: &mut BytesMut,
+    ) -> Result<(), Fallback> {
+        let Some((client_name, rest)) = after_cstr(body) else {
+            out.put_slice(msg);
+            return Ok(());
+        };
+        if client_name.is_empty() {
+            out.put_slice(msg);
+            server.pending.push_back(Pending {
+                tag: PARSE_COMPLETE,
+                stmt: None,
+                swallow: false,
+                existed: false,
+                batch,
+            });
+            return Ok(());
+        }
+        let client_name = String::from_utf8_lossy(client_name).into_owned();
+        if !self.map.contains_key(&client_name) && self.map.len() >= limit {
+            return Err(Fallback::TooMany);
+        }
+        let name = backend_name(rest);
+        let rest = Bytes::copy_from_slice(rest);
+        let existed = match server.prepared.get(&name) {
+            Some(existing) if *existing != rest => return Err(Fallback::Collision),
+            Some(_) => {
+                // The backend has it (from this or another client): drop and re-create, so
+                // the client gets the ParseComplete it expects, in order.
+                put_close_statement(out, &name);
+                server.pending.push_back(Pending {
+                    tag: CLOSE_COMPLETE,
+                    stmt: Some((name.clone(), rest.clone())),
+                    swallow: true,
+                    existed: false,
+                    batch,
+                });
+                true
+            }
+            None => false,
+        };
+        put_parse(out, &name, &rest);
+        server.prepared.insert(name.clone(), rest.clone());
+        server.pending.push_back(Pending {
+            tag: PARSE_COMPLETE,
+            stmt: Some((name.clone(), rest.clone())),
+            swallow: false,
+            existed,
+            batch,
+        });
+        self.map.insert(client_name, Statement { name, rest });
+        Ok(())
+    }
+
+    /// A client Bind: rewrites the statement name (portal, statement, rest).
+    pub fn on_bind(
+        &self,
+        msg: &[u8],
+        body: &[u8],
+        server: &mut ServerStatements,
+        batch: u64,
+        out: &mut BytesMut,
+    ) {
+        let parts = after_cstr(body)
+            .and_then(|(portal, rest)| after_cstr(rest).map(|(stmt, tail)| (portal, stmt, tail)));
+        let Some((portal, stmt_name, tail)) = parts else {
+            out.put_slice(msg);
+            return;
+        };
+        let stmt = std::str::from_utf8(stmt_name)
+            .ok()
+            .and_then(|n| self.map.get(n));
+        match stmt {
+            Some(stmt) if !stmt_name.is_empty() => {
+                Self::ensure(stmt, server, batch, out);
+                put_message(
+                    out,
+                    frontend::tag::BIND,
+                    &[portal, b"\0", stmt.name.as_bytes(), b"\0", tail],
+                );
+            }
+            _ => out.put_slice(msg),
+        }
+    }
+
+    /// A client Describe: rewrites `S name`; portals pass unchanged.
+    pub fn on_describe(
+        &self,
+        msg: &[u8],
+        body: &[u8],
+        server: &mut ServerStatements,
+        batch: u64,
+        out: &mut BytesMut,
+    ) {
+        match self.statement_target(body) {
+            Some(stmt) => {
+                Self::ensure(stmt, server, batch, out);
+                put_message(
+                    out,
+                    frontend::tag::DESCRIBE,
+                    &[b"S", stmt.name.as_bytes(), b"\0"],
+                );
+            }
+            None => out.put_slice(msg),
+        }
+    }
+
+    /// A client Close: forgets the client's name and closes the backend's copy (the answer is
+    /// the client's CloseComplete).
+    pub fn on_close(
+        &mut self,
+        msg: &[u8],
+        body: &[u8],
+        server: &mut ServerStatements,
+        batch: u64,
+        out: &mut BytesMut,
+    ) {
+        let Some(client_name) = statement_name(body) else {
+            out.put_slice(msg);
+            server.pending.push_back(Pending {
+                tag: CLOSE_COMPLETE,
+                stmt: None,
+                swallow: false,
+                existed: false,
+                batch,
+            });
+            return;
+        };
+        let Some(stmt) = self.map.remove(client_name) else {
+            // Never prepared through us: the server answers CloseComplete for unknown names.
+            out.put_slice(msg);
+            server.pending.push_back(Pending {
+                tag: CLOSE_COMPLETE,
+                stmt: None,
+                swallow: false,
+                existed: false,
+                batch,
+            });
+            return;
+        };
+        put_close_statement(out, &stmt.name);
+        server.prepared.remove(&stmt.name);
+        server.pending.push_back(Pending {
+            tag: CLOSE_COMPLETE,
+            stmt: Some((stmt.name, stmt.rest)),
+            swallow: false,
+            existed: false,
+            batch,
+        });
+    }
+
+    fn statement_target(&self, body: &[u8]) -> Option<&Statement> {
+        self.map.get(statement_name(body)?)
+    }
+}
+
+/// The statement name of a Describe/Close body (`S` + name), if it names one.
+fn statement_name(body: &[u8]) -> Option<&str> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != b'S' {
+        return None;
+    }
+    let (name, _) = after_cstr(rest)?;
+    if name.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(name).ok()
+}
+
+impl ServerStatements {
+    /// Statements the backend holds.
+    pub fn len(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.prepared.is_empty()
+    }
+
+    /// Whether answers are still owed (the backend must not change hands).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Forgets everything (after DISCARD ALL / DEALLOCATE ALL / a reset query).
+    pub fn clear(&mut self) {
+        self.prepared.clear();
+    }
+
+    /// A ParseComplete or CloseComplete arrived: whether the client should see it.
+    pub fn on_complete(&mut self, tag: u8) -> bool {
+        match self.pending.front() {
+            Some(p) if p.tag == tag => {
+                let swallow = p.swallow;
+                if let Some(done) = self.pending.pop_front() {
+                    if let (CLOSE_COMPLETE, Some((name, _))) = (done.tag, &done.stmt) {
+                        // Closed for real: a Parse of it queued behind no longer finds it.
+                        if let Some(next) = self.pending.iter_mut().find(|q| {
+                            q.tag == PARSE_COMPLETE
+                                && q.stmt.as_ref().is_some_and(|(n, _)| n == name)
+                        }) {
+                            next.existed = false;
+                        }
+                    }
+                }
+                !swallow
+            }
+            // Not one of ours (the proxy sent nothing this could answer): pass it on.
+            _ => true,
+        }
+    }
+
+    /// An ErrorResponse arrived during batch `batch`: the server skips the rest of it, so its
+    /// unanswered Parse/Close never happen.
+    pub fn on_error(&mut self, batch: u64) {
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        while let Some(p) = self.pending.pop_front() {
+            if p.batch != batch {
+                kept.push_back(p);
+                continue;
+            }
+            match (p.tag, p.stmt) {
+                (PARSE_COMPLETE, Some((name, rest))) => {
+                    if p.existed {
+                        self.prepared.insert(name, rest);
+                    } else {
+                        self.prepared.remove(&name);
+                    }
+                }
+                (CLOSE_COMPLETE, Some((name, rest))) => {
+                    // A skipped Close leaves the statement in place.
+                    self.prepared.insert(name, rest);
+                }
+                _ => {}
+            }
+        }
+        self.pending = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_wire::frame::read_message;
+
+    fn parse_msg(name: &str, sql: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        put_message(
+            &mut b,
+            b'P',
+            &[name.as_bytes(), b"\0", sql.as_bytes(), b"\0", &[0, 0]],
+        );
+        b
+    }
+
+    fn bind_msg(portal: &str, stmt: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        put_message(
+            &mut b,
+            b'B',
+            &[
+                portal.as_bytes(),
+                b"\0",
+                stmt.as_bytes(),
+                b"\0",
+                &[0, 0, 0, 0, 0, 0],
+            ],
+        );
+        b
+    }
+
+    fn messages(mut out: BytesMut) -> Vec<(u8, Vec<u8>)> {
+        std::iter::from_fn(|| {
+            read_message(&mut out, 1 << 20)
+                .ok()
+                .flatten()
+                .map(|m| (m.tag, m.body.to_vec()))
+        })
+        .collect()
+    }
+
+    fn send_parse(
+        c: &mut ClientStatements,
+        s: &mut ServerStatements,
+        name: &str,
+        sql: &str,
+    ) -> Vec<(u8, Vec<u8>)> {
+        let m = parse_msg(name, sql);
+        let mut out = BytesMut::new();
+        c.on_parse(&m, &m[5..], s, 0, 100, &mut out).unwrap();
+        messages(out)
+    }
+
+    #[test]
+    fn parse_is_renamed_and_bind_follows_to_a_new_backend() {
+        let mut c = ClientStatements::default();
+        let mut s1 = ServerStatements::default();
+        let sent = send_parse(&mut c, &mut s1, "q1", "SELECT 1");
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].1.starts_with(b"tg_"));
+        assert!(
+            s1.on_complete(PARSE_COMPLETE),
+            "the client's own ParseComplete is forwarded"
+        );
+
+        // A different backend: Bind brings the Parse along, whose answer is swallowed.
+        let mut s2 = ServerStatements::default();
+        let b = bind_msg("", "q1");
+        let mut out = BytesMut::new();
+        c.on_bind(&b, &b[5..], &mut s2, 1, &mut out);
+        let sent = messages(out);
+        assert_eq!(sent.iter().map(|m| m.0).collect::<Vec<_>>(), b"PB");
+        assert!(
+            !s2.on_complete(PARSE_COMPLETE),
+            "the injected ParseComplete is swallowed"
+        );
+        // Second Bind on the same backend: no Parse needed.
+        let mut out = BytesMut::new();
+        c.on_bind(&b, &b[5..], &mut s2, 1, &mut out);
+        assert_eq!(messages(out).len(), 1);
+    }
+
+    #[test]
+    fn identical_statements_share_a_backend_name_and_reparse_is_close_then_parse() {
+        let (mut a, mut b) = (ClientStatements::default(), ClientStatements::default());
+        let mut s = ServerStatements::default();
+        let first = send_parse(&mut a, &mut s, "x", "SELECT $1");
+        assert!(s.on_complete(PARSE_COMPLETE));
+        let second = send_parse(&mut b, &mut s, "y", "SELECT $1");
+        assert_eq!(second.iter().map(|m| m.0).collect::<Vec<_>>(), b"CP");
+        assert_eq!(first[0].1, second[1].1, "same text, same backend name");
+        assert!(
+            !s.on_complete(CLOSE_COMPLETE),
+            "our Close's answer is swallowed"
+        );
+        assert!(s.on_complete(PARSE_COMPLETE));
+    }
+
+    #[test]
+    fn an_error_undoes_the_batch_and_leaves_later_batches() {
+        let mut c = ClientStatements::default();
+        let mut s = ServerStatements::default();
+        let m = parse_msg("q", "SELEC oops");
+        let mut out = BytesMut::new();
+        c.on_parse(&m, &m[5..], &mut s, 0, 100, &mut out).unwrap();
+        let m2 = parse_msg("r", "SELECT 2");
+        c.on_parse(&m2, &m2[5..], &mut s, 1, 100, &mut out).unwrap();
+        s.on_error(0);
+        assert_eq!(s.len(), 1, "only batch 1's statement may exist");
+        assert!(
+            s.on_complete(PARSE_COMPLETE),
+            "batch 1's answer still matches"
+        );
+        // The failed statement is re-sent on next use.
+        let b = bind_msg("", "q");
+        let mut out = BytesMut::new();
+        c.on_bind(&b, &b[5..], &mut s, 2, &mut out);
+        assert_eq!(messages(out).iter().map(|m| m.0).collect::<Vec<_>>(), b"PB");
+    }
+
+    #[test]
+    fn unnamed_statements_and_unknown_names_pass_through() {
+        let mut c = ClientStatements::default();
+        let mut s = ServerStatements::default();
+        let sent = send_parse(&mut c, &mut s, "", "SELECT 1");
+        assert_eq!(sent[0].1.first(), Some(&0u8), "unnamed stays unnamed");
+        let b = bind_msg("", "never_prepared");
+        let mut out = BytesMut::new();
+        c.on_bind(&b, &b[5..], &mut s, 0, &mut out);
+        assert_eq!(&out[..], &b[..]);
+    }
+
+    #[test]
+    fn close_forgets_and_limit_falls_back() {
+        let mut c = ClientStatements::default();
+        let mut s = ServerStatements::default();
+        send_parse(&mut c, &mut s, "q", "SELECT 1");
+        s.on_complete(PARSE_COMPLETE);
+        let mut close = BytesMut::new();
+        put_message(&mut close, b'C', &[b"S", b"q", b"\0"]);
+        let mut out = BytesMut::new();
+        c.on_close(&close, &close[5..], &mut s, 0, &mut out);
+        assert!(c.is_empty() && s.is_empty());
+        assert!(
+            s.on_complete(CLOSE_COMPLETE),
+            "the client's CloseComplete is forwarded"
+        );
+        let m = parse_msg("z", "SELECT 3");
+        assert_eq!(
+            c.on_parse(&m, &m[5..], &mut s, 0, 0, &mut BytesMut::new()),
+            Err(Fallback::TooMany)
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut c = ClientStatements::default();
+        let mut s = ServerStatements::default();
+        for body in [&b""[..], b"\0", b"abc", b"S", b"Sx", b"S\0", b"a\0b"] {
+            let mut out = BytesMut::new();
+            let _ = c.on_parse(body, body, &mut s, 0, 10, &mut out);
+            c.on_bind(body, body, &mut s, 0, &mut out);
+            c.on_describe(body, body, &mut s, 0, &mut out);
+            c.on_close(body, body, &mut s, 0, &mut out);
+        }
+    }
+}
