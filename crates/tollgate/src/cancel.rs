@@ -7,22 +7,25 @@ use crate::backend::CancelTarget;
 use crate::pool::global::lock;
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+/// One issued key. The target has its own lock so that a session pointing its key at a new
+/// backend (twice per transaction in transaction mode) never contends with other sessions.
 struct Entry {
     secret: [u8; 4],
-    target: Option<CancelTarget>,
+    target: Mutex<Option<CancelTarget>>,
 }
 
 /// Keys Tollgate issued, and the backend each client currently holds.
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<i32, Entry>>,
+    map: Mutex<HashMap<i32, Arc<Entry>>>,
 }
 
 /// A client's key; removes itself from the registry when the session ends.
 pub struct CancelKey<'a> {
     registry: &'a CancelRegistry,
+    entry: Arc<Entry>,
     /// The process id the client was told.
     pub process_id: i32,
     /// The secret the client was told.
@@ -40,15 +43,14 @@ impl CancelRegistry {
                 continue;
             }
             let secret: [u8; 4] = rng.random();
-            map.insert(
-                pid,
-                Entry {
-                    secret,
-                    target: None,
-                },
-            );
+            let entry = Arc::new(Entry {
+                secret,
+                target: Mutex::new(None),
+            });
+            map.insert(pid, entry.clone());
             return CancelKey {
                 registry: self,
+                entry,
                 process_id: pid,
                 secret,
             };
@@ -57,12 +59,12 @@ impl CancelRegistry {
 
     /// The backend to cancel for this key, if the key is genuine and the client holds one.
     pub fn lookup(&self, process_id: i32, secret: &[u8]) -> Option<CancelTarget> {
-        let map = lock(&self.map);
-        let entry = map.get(&process_id)?;
+        let entry = lock(&self.map).get(&process_id)?.clone();
         if !tollgate_auth::ct_eq(&entry.secret, secret) {
             return None;
         }
-        entry.target.clone()
+        let target = lock(&entry.target).clone();
+        target
     }
 
     /// Number of live keys (connected clients).
@@ -79,9 +81,7 @@ impl CancelRegistry {
 impl CancelKey<'_> {
     /// Points this client's key at the backend it now holds (or none).
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        if let Some(e) = lock(&self.registry.map).get_mut(&self.process_id) {
-            e.target = target;
-        }
+        *lock(&self.entry.target) = target;
     }
 }
 

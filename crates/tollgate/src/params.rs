@@ -86,18 +86,15 @@ impl ParamSet {
     /// Statements that turn a backend holding `have` into one matching `self` for every tracked
     /// setting and every extra startup setting either side carries (`extras`). Empty when equal.
     pub fn diff_sql(&self, have: &ParamSet, extras: &[String]) -> Option<String> {
+        // Runs on every borrow in transaction mode: no allocation unless there is a difference.
         let mut sql = String::new();
         let keys = TRACKED
             .iter()
-            .map(|k| k.to_string())
-            .chain(extras.iter().cloned());
+            .copied()
+            .chain(extras.iter().map(String::as_str));
         for key in keys {
-            let want = self.map.get(&key);
-            let got = have.map.get(&key);
-            match (want, got) {
-                (Some((name, w)), Some((_, g))) if w == g => {
-                    let _ = name;
-                }
+            match (self.map.get(key), have.map.get(key)) {
+                (Some((_, w)), Some((_, g))) if w == g => {}
                 (Some((name, w)), _) => {
                     sql.push_str(&format!(
                         "SET {} TO {};",

@@ -138,13 +138,17 @@ impl<'a> Relay<'a> {
 
     /// Applies the client's settings to `conn` and makes it this session's backend.
     pub async fn attach(&mut self, mut conn: ServerConn) -> Result<(), SessionError> {
-        let mut keys = self.extras.clone();
-        keys.extend(
-            conn.extras
-                .iter()
-                .filter(|k| !self.extras.contains(k))
-                .cloned(),
-        );
+        // Usually both are empty: then this allocates nothing.
+        let mut keys = Vec::new();
+        if !self.extras.is_empty() || !conn.extras.is_empty() {
+            keys.extend(self.extras.iter().cloned());
+            keys.extend(
+                conn.extras
+                    .iter()
+                    .filter(|k| !self.extras.contains(k))
+                    .cloned(),
+            );
+        }
         if let Some(sql) = self.want.diff_sql(&conn.params, &keys) {
             if let Err(e) = conn.simple_query(&sql).await {
                 let broken = conn.broken;
@@ -231,8 +235,15 @@ impl<'a> Relay<'a> {
     /// Runs until the client leaves or an error ends the session.
     pub async fn run(&mut self) -> Result<End, SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
+        let info = self.info.clone();
+        // These futures live across loop turns: each registers its waker once, not per message.
+        let shutdown_started = crate::server::shutdown_started(&mut shutdown);
+        let killed = info.killed();
         let idle = tokio::time::sleep(self.live.idle_client_timeout);
-        tokio::pin!(idle);
+        tokio::pin!(shutdown_started, killed, idle);
+        // The idle timer is not reset per message (that costs a timer-wheel update each time):
+        // when it fires, the last activity decides whether the client really was idle.
+        let mut last_activity = tokio::time::Instant::now();
         loop {
             // Re-read each turn: a reload reaches this session at its next borrow.
             let idle_timeout = self.live.idle_client_timeout;
@@ -258,16 +269,15 @@ impl<'a> Relay<'a> {
             }
             let waiting_on_client = self.outstanding == 0 && !self.s_scan.mid_message();
             let draining = self.draining;
-            let info = self.info.clone();
             let server = &mut self.server;
             let client = &mut self.client;
             tokio::select! {
-                _ = info.killed() => return Err(SessionError::Killed),
+                _ = &mut killed => return Err(SessionError::Killed),
                 r = client.stream.read_buf(&mut client.rbuf) => {
                     if r? == 0 {
                         return Ok(End::Disconnected);
                     }
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    last_activity = tokio::time::Instant::now();
                 }
                 r = async {
                     match server.as_mut() {
@@ -281,7 +291,7 @@ impl<'a> Relay<'a> {
                     }
                 } => {
                     // Traffic from the server counts as activity: a long query is not idleness.
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    last_activity = tokio::time::Instant::now();
                     match r {
                         Ok(0) => return Err(self.server_lost("the database closed the connection".into())),
                         Ok(_) => self.pump_server().await?,
@@ -289,9 +299,13 @@ impl<'a> Relay<'a> {
                     }
                 }
                 _ = &mut idle, if waiting_on_client => {
-                    return Err(SessionError::IdleTimeout(idle_timeout));
+                    let deadline = last_activity + idle_timeout;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(SessionError::IdleTimeout(idle_timeout));
+                    }
+                    idle.as_mut().reset(deadline);
                 }
-                _ = crate::server::shutdown_started(&mut shutdown), if !draining => {
+                _ = &mut shutdown_started, if !draining => {
                     self.draining = true;
                 }
             }
