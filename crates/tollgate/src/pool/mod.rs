@@ -316,7 +316,7 @@ impl Pool {
         close_all(stale);
         match next {
             Next::Ready(conn) => Ok(conn),
-            Next::Open(slot) => self.open(slot).await,
+            Next::Open(slot) => Box::pin(self.open(slot)).await,
             Next::Wait(mut rx, global_bound) => {
                 if global_bound {
                     self.global.mark_blocked(self.weak_self.clone());
@@ -338,7 +338,7 @@ impl Pool {
                 };
                 match grant {
                     Grant::Conn(conn) => Ok(conn),
-                    Grant::Permit(slot) => self.open(slot).await,
+                    Grant::Permit(slot) => Box::pin(self.open(slot)).await,
                 }
             }
         }

@@ -29,6 +29,20 @@ impl ClientConn {
         Ok(self.stream.read_buf(&mut self.rbuf).await?)
     }
 
+    /// Reads more bytes, allocating the read buffer only once the socket is readable (so an idle
+    /// plain-TCP client parked here holds no buffer). Cancel-safe, for `select!`.
+    pub async fn read_when_ready(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.capacity() == 0 {
+            if let Stream::Plain(tcp) = &self.stream {
+                tcp.readable().await?;
+            }
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(8192);
+        }
+        self.stream.read_buf(&mut self.rbuf).await
+    }
+
     /// Reads one whole message of at most `max` bytes (login phase).
     pub async fn read_message(&mut self, max: usize) -> Result<frame::Message, SessionError> {
         loop {

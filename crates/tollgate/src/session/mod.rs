@@ -27,8 +27,11 @@ use tollgate_wire::{build, TxStatus};
 pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let login_timeout = shared.live().client_login_timeout;
-    let negotiated =
-        tokio::time::timeout(login_timeout, startup::negotiate(&shared, tcp, peer)).await;
+    let negotiated = tokio::time::timeout(
+        login_timeout,
+        Box::pin(startup::negotiate(&shared, tcp, peer)),
+    )
+    .await;
     let (mut client, params) = match negotiated {
         Ok((Some(client), Ok(startup::Opening::Session { params }))) => (client, params),
         Ok((_, Ok(_))) => return,
@@ -126,7 +129,7 @@ async fn serve(
     let login_timeout = shared.live().client_login_timeout;
     let cred = match tokio::time::timeout(
         login_timeout,
-        authenticate::authenticate(shared, client, user),
+        Box::pin(authenticate::authenticate(shared, client, user)),
     )
     .await
     {
@@ -149,7 +152,7 @@ async fn serve(
         }
         shared.stats.clients_setup_succeeded.inc();
         let _current = CurrentClient(shared, None);
-        return crate::admin::console::serve(shared, client, user)
+        return Box::pin(crate::admin::console::serve(shared, client, user))
             .await
             .map_err(|e| (e, true));
     }
@@ -220,7 +223,7 @@ async fn serve(
         relay.run().await
     }
     .await;
-    relay.finish().await;
+    Box::pin(relay.finish()).await;
     result.map_err(logged_in)
 }
 

@@ -255,7 +255,9 @@ impl<'a> Relay<'a> {
                     match self.client.rbuf.first() {
                         Some(&frontend::tag::TERMINATE) => return Ok(End::Terminated),
                         Some(_) if self.draining => return Err(SessionError::ShuttingDown),
-                        Some(_) => self.borrow().await?,
+                        // Boxed: a borrow's future is large and an idle session should not
+                        // carry its space while it waits for the client.
+                        Some(_) => Box::pin(self.borrow()).await?,
                         None => {}
                     }
                 }
@@ -268,12 +270,23 @@ impl<'a> Relay<'a> {
                 return Err(SessionError::ShuttingDown);
             }
             let waiting_on_client = self.outstanding == 0 && !self.s_scan.mid_message();
+            if self.server.is_none() && self.client.rbuf.is_empty() {
+                // An idle client holds no buffers: thousands of idle clients cost little memory.
+                // (Over plain TCP the next read waits for readability before allocating; TLS
+                // reads need a buffer at once, so only the output buffer goes there.)
+                if !self.client.stream.is_tls() && self.client.rbuf.capacity() > 0 {
+                    self.client.rbuf = BytesMut::new();
+                }
+                if self.out.capacity() > 0 {
+                    self.out = BytesMut::new();
+                }
+            }
             let draining = self.draining;
             let server = &mut self.server;
             let client = &mut self.client;
             tokio::select! {
                 _ = &mut killed => return Err(SessionError::Killed),
-                r = client.stream.read_buf(&mut client.rbuf) => {
+                r = client.read_when_ready() => {
                     if r? == 0 {
                         return Ok(End::Disconnected);
                     }
