@@ -61,6 +61,11 @@ impl ParamSet {
         self.map.remove(&name.to_ascii_lowercase());
     }
 
+    /// Keeps only the settings whose lower-cased name passes `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.map.retain(|k, _| keep(k));
+    }
+
     /// The value of `name`, any case.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.map

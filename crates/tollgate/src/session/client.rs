@@ -23,8 +23,10 @@ pub struct ClientConn {
 impl ClientConn {
     /// Reads more bytes; `Ok(0)` at end of stream.
     pub async fn fill(&mut self) -> Result<usize, SessionError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8192);
+        // Login messages are small: grow in small steps so an idle client's login leaves
+        // little behind.
+        if self.rbuf.capacity() - self.rbuf.len() < 256 {
+            self.rbuf.reserve(1024);
         }
         Ok(self.stream.read_buf(&mut self.rbuf).await?)
     }

@@ -61,14 +61,14 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| user.clone());
     let tls = client.stream.is_tls();
-    let span = tracing::info_span!("session", %peer, user = %user, database = %database, tls);
-    let _enter = span.enter();
-    drop(_enter);
 
     let result = serve(&shared, &mut client, &user, &database, params, started).await;
     match result {
         Ok(end) => {
-            tracing::info!(parent: &span, reason = ?end, duration_ms = started.elapsed().as_millis() as u64, "client disconnected");
+            // Explicit fields rather than a span: a span would be kept for the whole session,
+            // and idle clients should cost as little memory as possible.
+            tracing::info!(%peer, %user, %database, tls, reason = ?end,
+                duration_ms = started.elapsed().as_millis() as u64, "client disconnected");
         }
         Err((e, logged_in)) => {
             if !logged_in {
@@ -79,10 +79,25 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             }
             match &e {
                 SessionError::AuthFailed { reason, .. } => {
-                    tracing::warn!(parent: &span, reason = "auth_failed", detail = %reason, "client authentication failed")
+                    tracing::warn!(%peer, %user, %database, tls, reason = "auth_failed", detail = %reason,
+                        "client authentication failed")
                 }
                 _ => {
-                    tracing::info!(parent: &span, reason = e.reason(), error = %e, logged_in, "client session ended with an error")
+                    // Refusals that an operator should see (pool exhausted, database down) are
+                    // warnings; ordinary ends (idle timeout, client gone) are info.
+                    let operator_relevant = matches!(
+                        e,
+                        SessionError::Pool(_)
+                            | SessionError::Backend(_)
+                            | SessionError::ServerLost(_)
+                    );
+                    if operator_relevant {
+                        tracing::warn!(%peer, %user, %database, tls, reason = e.reason(), error = %e, logged_in,
+                            "client session ended with an error");
+                    } else {
+                        tracing::info!(%peer, %user, %database, tls, reason = e.reason(), error = %e, logged_in,
+                            "client session ended with an error");
+                    }
                 }
             }
             client.send_error("FATAL", &e).await;
@@ -218,6 +233,10 @@ async fn serve(
         build::backend_key_data(&mut out, pid, &secret);
         build::ready_for_query(&mut out, TxStatus::Idle);
         relay.client.send(&out).await?;
+        // From here on only the settings that are re-applied across backends matter; keeping
+        // just those makes an idle client's state smaller.
+        let extras = relay.extras.clone();
+        relay.want.retain(|k| is_tracked(k) || extras.iter().any(|e| e == k));
         tracing::info!(peer = %relay.client.peer, user, database, tls = relay.client.stream.is_tls(),
             login_ms = started.elapsed().as_millis() as u64, "client connected");
         relay.run().await

@@ -305,7 +305,12 @@ impl Relay<'_> {
                         backend::tag::PARAMETER_STATUS => {
                             if let Ok((k, v)) = backend::parse_parameter_status(body) {
                                 server.params.set(k, v);
-                                self.want.set(k, v);
+                                // The client's view of what follows it across backends.
+                                if crate::params::is_tracked(k)
+                                    || self.extras.iter().any(|e| e.eq_ignore_ascii_case(k))
+                                {
+                                    self.want.set(k, v);
+                                }
                             }
                         }
                         backend::tag::ERROR_RESPONSE => {
