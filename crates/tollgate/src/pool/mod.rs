@@ -24,6 +24,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tollgate_wire::TxStatus;
 
+/// A connection returned to the pool less than this long ago is lent without the liveness
+/// probe (a non-blocking read, one syscall): at high rates most borrows take a connection
+/// returned microseconds earlier (PgBouncer's server_check_delay plays the same role).
+const SERVER_CHECK_DELAY: Duration = Duration::from_secs(1);
+
 /// Limits every pool shares.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -294,7 +299,8 @@ impl Pool {
                     Some(mut conn) => {
                         self.global.remove_idle();
                         if conn.created.elapsed() >= self.settings().server_lifetime
-                            || !conn.looks_alive()
+                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
+                                && !conn.looks_alive())
                         {
                             stale.push(conn);
                             continue;

@@ -197,7 +197,7 @@ async fn serve(
         // The backend's defaults, then the client's own settings over them.
         let mut first = None;
         if shared.config.pool_mode == PoolMode::Session || pool.baseline().is_none() {
-            first = Some(relay.take_from_pool().await?);
+            first = Some(Box::pin(relay.take_from_pool()).await?);
         }
         let baseline = pool.baseline().unwrap_or_default();
         let mut want = baseline.clone();
@@ -214,10 +214,10 @@ async fn serve(
         relay.want = want;
         relay.extras = extras;
         if let Some(conn) = first {
-            relay.attach(conn).await?;
+            Box::pin(relay.attach(conn)).await?;
         } else if relay.want.diff_sql(&baseline, &relay.extras).is_some() {
             // Validate and normalise the client's settings now, as PostgreSQL would at login.
-            relay.borrow().await?;
+            Box::pin(relay.borrow()).await?;
         }
         relay.maybe_release();
 
