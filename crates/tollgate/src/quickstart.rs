@@ -88,6 +88,7 @@ pub async fn run(args: QuickstartArgs, cli: RawConfig) -> anyhow::Result<()> {
     let (pool_size, mode) = (config.pool_size, config.pool_mode.as_str());
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
+    let admin = server.admin_addr();
     let shutdown = server.shutdown_handle();
     let serving = tokio::spawn(server.run());
     let url = format!(
@@ -137,6 +138,10 @@ pub async fn run(args: QuickstartArgs, cli: RawConfig) -> anyhow::Result<()> {
     say("Connect your own client through Tollgate:");
     say(&format!("  psql \"{url}\""));
     say(&format!("  pgbench -S -c 20 -T 10 \"{url}\""));
+    if let Some(admin) = admin {
+        say("Watch the pool:");
+        say(&format!("  tollgate status --admin {admin}        (or curl http://{admin}/metrics)"));
+    }
     if args.no_wait {
         shutdown.shutdown();
     } else {
