@@ -140,7 +140,9 @@ pub async fn run(args: QuickstartArgs, cli: RawConfig) -> anyhow::Result<()> {
     say(&format!("  pgbench -S -c 20 -T 10 \"{url}\""));
     if let Some(admin) = admin {
         say("Watch the pool:");
-        say(&format!("  tollgate status --admin {admin}        (or curl http://{admin}/metrics)"));
+        say(&format!(
+            "  tollgate status --admin {admin}        (or curl http://{admin}/metrics)"
+        ));
     }
     if args.no_wait {
         shutdown.shutdown();
