@@ -5,6 +5,7 @@
 //! back to back (alternating their order between repetitions, from the same database state), and
 //! writes `target/bench-report.md`.
 
+mod iam;
 mod idle_clients;
 mod machine;
 mod measure;
@@ -46,7 +47,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only this scenario (repeatable): select-simple, select-extended, select-prepared,
-    /// tpcb, connect-storm, idle-clients, latency-c1.
+    /// tpcb, connect-storm, connect-storm-iam, idle-clients, latency-c1.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Repetitions of every case [default: 3; 1 with --quick].
@@ -127,12 +128,51 @@ fn run(cli: Cli) -> Result<bool> {
     step("starting PgBouncer and Tollgate");
     let pgbouncer = PgBouncer::start(&files, postgres.port(), POOL_SIZE, MAX_CLIENT_CONN)?;
     let tollgate = Tollgate::start(&tollgate_bin, &files, postgres.port(), POOL_SIZE)?;
+    let tollgate_iam = if cases.iter().any(|c| c.iam) {
+        step("starting a second Tollgate that requires IAM auth tokens");
+        // Tollgate logs in to PostgreSQL with the bench user's password for IAM-verified
+        // clients: a SCRAM verifier alone (the other auth file) cannot log in for them.
+        let auth_file = files.dir().join("iam-userlist.txt");
+        targets::files::write_readable(
+            &auth_file,
+            &targets::files::auth_file_text(&[(BENCH_USER, targets::postgres::BENCH_PASSWORD)]),
+        )?;
+        let flags = iam::write_files(files.dir())?;
+        Some(Tollgate::start_with(
+            &tollgate_bin,
+            &files,
+            postgres.port(),
+            POOL_SIZE,
+            &auth_file,
+            &flags,
+        )?)
+    } else {
+        None
+    };
 
-    let header = header(&settings, fd_limit, &postgres, &tollgate_bin, &pgbench_bin);
+    let mut header = header(&settings, fd_limit, &postgres, &tollgate_bin, &pgbench_bin);
+    if tollgate_iam.is_some() {
+        let iterations = if settings.quick { 2_000 } else { 20_000 };
+        let cost = iam::verify_cost(iterations)?;
+        header.setup.push(format!(
+            "connect-storm-iam: a second Tollgate with iam_auth = required, the local verifier, \
+             a 100-key trusted keys file and a 2-statement policy; pgbench's password is a fresh \
+             token (as the AWS SDKs sign it) per run. PgBouncer and PostgreSQL have no IAM \
+             authentication (n/a). Verify cost per connection, in process: \
+             LocalVerifier::verify (parse, checks, SigV4 recompute, keys-file allow, policy) \
+             takes {:.1} µs per token (mean of {} verifications).",
+            cost.per_token_us, cost.iterations
+        ));
+        eprintln!(
+            "tollgate-bench: IAM token verification: {:.1} µs per token ({} in process)",
+            cost.per_token_us, cost.iterations
+        );
+    }
     let idle_tls = idle_clients::tls_config(&files.tls.ca_pem)?;
     let mut bench = Bench {
         pgbouncer,
         tollgate,
+        tollgate_iam,
         postgres,
         files,
         tollgate_bin,
@@ -173,10 +213,11 @@ fn run(cli: Cli) -> Result<bool> {
                 ) {
                     all_ok = false;
                     if target == Target::Tollgate {
-                        eprintln!(
-                            "  tollgate's recent log:\n{}",
-                            indent(&bench.tollgate.log_tail())
-                        );
+                        let tollgate = match (&bench.tollgate_iam, case.iam) {
+                            (Some(iam), true) => iam,
+                            _ => &bench.tollgate,
+                        };
+                        eprintln!("  tollgate's recent log:\n{}", indent(&tollgate.log_tail()));
                     } else if target == Target::PgBouncer {
                         eprintln!(
                             "  pgbouncer's recent log:\n{}",
@@ -389,8 +430,8 @@ fn header(
          present the same certificate and key; PostgreSQL presents its own from the same \
          generator for the direct TLS runs."
             .to_owned(),
-        "Clients: pgbench (libpq, OpenSSL) with sslmode=require for connect-storm tls; the \
-         harness's idle TLS clients use rustls with the ring provider."
+        "Clients: pgbench (libpq, OpenSSL) with sslmode=require for connect-storm tls and \
+         connect-storm-iam; the harness's idle TLS clients use rustls with the ring provider."
             .to_owned(),
         "Poolers to PostgreSQL: plain TCP (sslmode=disable).".to_owned(),
     ];

@@ -116,6 +116,9 @@ pub struct Bench {
     pub pgbouncer: PgBouncer,
     /// The pooler measured.
     pub tollgate: Tollgate,
+    /// A second Tollgate requiring IAM auth (iam_auth = required, local verifier), for the
+    /// IAM cases; `None` when none is selected.
+    pub tollgate_iam: Option<Tollgate>,
     /// The database.
     pub postgres: Postgres,
     /// Auth file and certificate the poolers read (to restart them).
@@ -147,10 +150,8 @@ impl Bench {
     /// them, runs pgbench, and measures. `Err` is a harness failure (stop everything);
     /// pgbench failing is an [`Outcome::Failed`].
     pub fn run(&mut self, case: &Case, target: Target) -> Result<Outcome> {
-        if target == Target::Direct && !case.measures_direct() {
-            return Ok(Outcome::NotApplicable(
-                "direct PostgreSQL would need one backend per idle client",
-            ));
+        if let Some(why) = case.not_applicable(target) {
+            return Ok(Outcome::NotApplicable(why));
         }
         self.postgres.reset_state()?;
 
@@ -176,10 +177,18 @@ impl Bench {
             .prefix("tollgate-bench-run-")
             .tempdir()
             .context("create a temp dir for pgbench")?;
+        // A fresh token per run: a full run can outlast a token's 15 minutes.
+        let token;
+        let password = if case.iam {
+            token = crate::iam::token(postgres::BENCH_USER)?;
+            token.as_str()
+        } else {
+            postgres::BENCH_PASSWORD
+        };
         let conn = Connection {
-            port: self.port(target),
+            port: self.port(target, case.iam)?,
             user: postgres::BENCH_USER,
-            password: postgres::BENCH_PASSWORD,
+            password,
             db: postgres::BENCH_DB,
             tls: case.client_tls,
         };
@@ -191,9 +200,9 @@ impl Bench {
         // backend, and a hang should be reported, not waited out forever.
         let timeout = Duration::from_secs(u64::from(self.seconds) * 2 + 180);
 
-        let before = self.snapshot(target)?;
+        let before = self.snapshot(target, case.iam)?;
         let finished = pgbench::run(&self.pgbench, &conn, &args, workdir.path(), timeout)?;
-        let after = self.snapshot(target)?;
+        let after = self.snapshot(target, case.iam)?;
         let loadavg = procstat::loadavg_1min()?;
 
         let idle_memory = held.map(|(held, memory)| {
@@ -257,28 +266,39 @@ impl Bench {
         }))
     }
 
-    /// The port pgbench connects to for `target`.
-    fn port(&self, target: Target) -> u16 {
-        match target {
-            Target::Direct => self.postgres.port(),
-            Target::PgBouncer => self.pgbouncer.port(),
-            Target::Tollgate => self.tollgate.port(),
+    /// The Tollgate for a case: the IAM one for IAM cases.
+    fn tollgate(&self, iam: bool) -> Result<&Tollgate> {
+        if iam {
+            self.tollgate_iam
+                .as_ref()
+                .context("an IAM case runs but no IAM Tollgate was started")
+        } else {
+            Ok(&self.tollgate)
         }
     }
 
+    /// The port pgbench connects to for `target` (the IAM Tollgate's for IAM cases).
+    fn port(&self, target: Target, iam: bool) -> Result<u16> {
+        Ok(match target {
+            Target::Direct => self.postgres.port(),
+            Target::PgBouncer => self.pgbouncer.port(),
+            Target::Tollgate => self.tollgate(iam)?.port(),
+        })
+    }
+
     /// The pooler's pid; `None` for direct.
-    fn pooler_pid(&self, target: Target) -> Result<Option<u32>> {
+    fn pooler_pid(&self, target: Target, iam: bool) -> Result<Option<u32>> {
         Ok(match target {
             Target::Direct => None,
             Target::PgBouncer => Some(self.pgbouncer.pid()?),
-            Target::Tollgate => Some(self.tollgate.pid()?),
+            Target::Tollgate => Some(self.tollgate(iam)?.pid()?),
         })
     }
 
     /// Reads the CPU counters.
-    fn snapshot(&self, target: Target) -> Result<Snapshot> {
+    fn snapshot(&self, target: Target, iam: bool) -> Result<Snapshot> {
         let pooler_cpu_s = self
-            .pooler_pid(target)?
+            .pooler_pid(target, iam)?
             .map(procstat::process_cpu_seconds)
             .transpose()?;
         Ok(Snapshot {
@@ -296,10 +316,10 @@ impl Bench {
         idle: IdleClients,
     ) -> Result<std::result::Result<(HeldClients, IdleMemory), String>> {
         let pid = self
-            .pooler_pid(target)?
+            .pooler_pid(target, false)?
             .context("idle clients need a pooler")?;
         let login = IdleLogin {
-            addr: SocketAddr::from(([127, 0, 0, 1], self.port(target))),
+            addr: SocketAddr::from(([127, 0, 0, 1], self.port(target, false)?)),
             user: postgres::IDLE_USER.to_owned(),
             password: postgres::IDLE_PASSWORD.to_owned(),
             database: postgres::BENCH_DB.to_owned(),
@@ -323,7 +343,7 @@ impl Bench {
     /// Waits until the pooler has closed its side of the idle clients, so the next run does
     /// not pay for that. /proc offers no event for this, so it polls the descriptor count.
     fn wait_for_idle_close(&self, target: Target) -> Result<()> {
-        let Some(pid) = self.pooler_pid(target)? else {
+        let Some(pid) = self.pooler_pid(target, false)? else {
             return Ok(());
         };
         let deadline = Instant::now() + IDLE_CLOSE_TIMEOUT;
@@ -366,6 +386,9 @@ impl Bench {
     /// Fails, with its log, if a pooler has exited.
     fn check_poolers(&mut self) -> Result<()> {
         self.pgbouncer.check_running()?;
+        if let Some(iam) = &mut self.tollgate_iam {
+            iam.check_running()?;
+        }
         self.tollgate.check_running()
     }
 }

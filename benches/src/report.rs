@@ -261,9 +261,29 @@ fn render_overview(out: &mut String, cases: &[CaseResult]) {
     out.push('\n');
 }
 
-/// The case-specific figure for the overview: added latency, or memory per idle client.
+/// The case-specific figure for the overview: added latency, memory per idle client, or
+/// Tollgate's own figures where nothing compares (IAM).
 fn overview_extra(c: &CaseResult) -> String {
     let r = &c.records;
+    if c.case.iam {
+        let tollgate = |metric: fn(&Measured) -> Option<f64>, decimals: usize| {
+            let values: Vec<f64> = r
+                .iter()
+                .filter(|x| x.target == Target::Tollgate)
+                .filter_map(|x| match &x.outcome {
+                    Outcome::Measured(m) => metric(m),
+                    _ => None,
+                })
+                .collect();
+            spread(&values).map_or_else(|| "—".to_owned(), |s| format_spread(&s, decimals))
+        };
+        return format!(
+            "Tollgate: {} connections/s, {} µs of Tollgate CPU per connection (TLS handshake, \
+             token check, login); PgBouncer and direct: n/a (no IAM authentication)",
+            tollgate(tps, 0),
+            tollgate(pooler_cpu, 1)
+        );
+    }
     if c.case.latency_log {
         let added = |pooler: Target, metric: fn(&Measured) -> Option<f64>| {
             spread(&differences(r, pooler, Target::Direct, metric)).map_or_else(

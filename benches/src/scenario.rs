@@ -3,12 +3,13 @@
 use anyhow::{bail, Result};
 
 /// The scenario names `--scenario` accepts, in the order they run.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "select-simple",
     "select-extended",
     "select-prepared",
     "tpcb",
     "connect-storm",
+    "connect-storm-iam",
     "idle-clients",
     "latency-c1",
 ];
@@ -48,6 +49,9 @@ pub struct Case {
     pub latency_log: bool,
     /// Why PgBouncer is expected to fail this case, if it is.
     pub pgbouncer_fails_because: Option<&'static str>,
+    /// pgbench's password is an RDS IAM auth token, against a Tollgate that requires IAM
+    /// authentication (PgBouncer and PostgreSQL have none: n/a).
+    pub iam: bool,
 }
 
 impl Case {
@@ -69,13 +73,27 @@ impl Case {
             idle: None,
             latency_log: false,
             pgbouncer_fails_because: None,
+            iam: false,
         }
     }
 
     /// Whether direct PostgreSQL is measured (not for idle clients: that would take 10,000
-    /// backends).
+    /// backends; not for IAM tokens, which PostgreSQL cannot check).
     pub fn measures_direct(&self) -> bool {
-        self.idle.is_none()
+        self.idle.is_none() && !self.iam
+    }
+
+    /// Why this case does not run against `target`, if it does not.
+    pub fn not_applicable(&self, target: crate::targets::Target) -> Option<&'static str> {
+        use crate::targets::Target;
+        match target {
+            Target::Direct if self.iam => Some("PostgreSQL cannot check RDS IAM auth tokens"),
+            Target::Direct if self.idle.is_some() => {
+                Some("direct PostgreSQL would need one backend per idle client")
+            }
+            Target::PgBouncer if self.iam => Some("PgBouncer has no IAM authentication"),
+            _ => None,
+        }
     }
 
     /// pgbench `-j`: two, or one per client when there are fewer.
@@ -112,6 +130,9 @@ impl Case {
         } else {
             " (sslmode=disable)"
         });
+        if self.iam {
+            line.push_str(" with an IAM auth token as PGPASSWORD");
+        }
         line
     }
 }
@@ -182,6 +203,19 @@ pub fn all_cases(idle_count: usize) -> Vec<Case> {
             )
         });
     }
+    cases.push(Case {
+        connect_per_transaction: true,
+        client_tls: true,
+        iam: true,
+        ..Case::new(
+            "connect-storm-iam",
+            "connect-storm-iam c=32",
+            "A new TLS connection per transaction whose password is an RDS IAM auth token \
+             (iam_auth = required, local verifier, a policy file): handshake and token \
+             verification, the backend from the pool. Compare with connect-storm tls (SCRAM).",
+            &simple,
+        )
+    });
     for tls in [false, true] {
         cases.push(Case {
             idle: Some(IdleClients {
@@ -286,7 +320,20 @@ mod tests {
     #[test]
     fn direct_is_skipped_only_for_idle_clients() {
         for case in all_cases(10) {
-            assert_eq!(case.measures_direct(), case.scenario != "idle-clients");
+            assert_eq!(
+                case.measures_direct(),
+                case.scenario != "idle-clients" && case.scenario != "connect-storm-iam"
+            );
+            assert_eq!(
+                case.not_applicable(crate::targets::Target::Direct)
+                    .is_none(),
+                case.measures_direct()
+            );
+            assert_eq!(
+                case.not_applicable(crate::targets::Target::PgBouncer)
+                    .is_some(),
+                case.iam
+            );
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod raw;
 
 pub mod connected;
 pub mod http;
+pub mod iam;
 pub mod pg_tls;
 pub mod pgbench;
 pub mod poll;
@@ -337,9 +338,21 @@ impl Drop for Env {
 
 /// Runs an installed PostgreSQL client tool.
 pub async fn run_tool(name: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Result<Output> {
+    run_tool_env(name, args, stdin, &[]).await
+}
+
+/// Runs an installed PostgreSQL client tool with extra environment variables (`PGPASSWORD`
+/// carrying an IAM auth token, say).
+pub async fn run_tool_env(
+    name: &str,
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+    env: &[(&str, &str)],
+) -> Result<Output> {
     let bin = find_bin(name)?;
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.args(args)
+        .envs(env.iter().copied())
         .env("PGCONNECT_TIMEOUT", "30")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -79,6 +79,18 @@ impl Tollgate {
         pg_port: u16,
         pool_size: u32,
     ) -> Result<Tollgate> {
+        Self::start_with(bin, files, pg_port, pool_size, &files.auth_file, &[])
+    }
+
+    /// Like [`Tollgate::start`], with another auth file and further flags (the IAM settings).
+    pub fn start_with(
+        bin: &Path,
+        files: &PoolerFiles,
+        pg_port: u16,
+        pool_size: u32,
+        auth_file: &Path,
+        extra: &[String],
+    ) -> Result<Tollgate> {
         let port = free_port()?;
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
@@ -86,7 +98,7 @@ impl Tollgate {
             .arg("--upstream")
             .arg(format!("postgres://127.0.0.1:{pg_port}/?sslmode=disable"))
             .arg("--auth-file")
-            .arg(&files.auth_file)
+            .arg(auth_file)
             .args(["--pool-mode", "transaction"])
             .arg("--pool-size")
             .arg(pool_size.to_string())
@@ -95,7 +107,8 @@ impl Tollgate {
             .arg("--tls-key")
             .arg(&files.key)
             .args(["--admin-listen", "127.0.0.1:0"])
-            .args(["--log-level", LOG_FILTER]);
+            .args(["--log-level", LOG_FILTER])
+            .args(extra);
         // Settings must come from the flags above only: RUST_LOG would override the log
         // filter and any TOLLGATE_* variable in the caller's environment would change the setup.
         cmd.env_remove("RUST_LOG");

@@ -7,7 +7,9 @@ use crate::pool::global::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use tollgate_auth::{AuthFileError, ScramCredential, ScramServer, ScramVerifier, Secret, UserList};
+use tollgate_auth::{
+    ct_eq, md5_stored, AuthFileError, ScramCredential, ScramServer, ScramVerifier, Secret, UserList,
+};
 
 /// Iterations for verifiers Tollgate derives from plaintext auth-file passwords (PostgreSQL's default).
 const SCRAM_ITERATIONS: u32 = 4096;
@@ -61,6 +63,11 @@ impl Authenticator {
         self.users().len()
     }
 
+    /// The auth file's secret for `user`, if it lists the user.
+    pub fn secret(&self, user: &str) -> Option<Secret> {
+        self.users().get(user).cloned()
+    }
+
     fn users(&self) -> Arc<UserList> {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -99,6 +106,31 @@ impl Authenticator {
     }
 }
 
+/// Whether `password`, sent in cleartext (under `iam_auth = enabled`, over TLS), is the one
+/// behind `secret`. Constant-time compares; a SCRAM verifier is recomputed from the password
+/// with its own salt and iteration count (PBKDF2: run it off the async threads).
+pub fn check_cleartext(secret: &Secret, user: &str, password: &str) -> bool {
+    match secret {
+        Secret::Plain(p) => ct_eq(p.as_bytes(), password.as_bytes()),
+        Secret::Md5(stored) => ct_eq(stored.as_bytes(), md5_stored(password, user).as_bytes()),
+        Secret::Scram(v) => {
+            let derived = ScramVerifier::from_password(password, &v.salt, v.iterations);
+            ct_eq(&derived.stored_key, &v.stored_key)
+        }
+    }
+}
+
+/// What Tollgate logs in to the database with for a user who proved itself with an IAM auth
+/// token, from the auth file's entry: a SCRAM verifier alone cannot log in (the ClientKey
+/// behind it comes only from a client's own SCRAM proof), so it gives `None`.
+pub fn stored_credential(secret: &Secret) -> Option<Credential> {
+    match secret {
+        Secret::Plain(p) => Some(Credential::Password(p.clone())),
+        Secret::Md5(h) => Some(Credential::Md5(h.clone())),
+        Secret::Scram(_) => None,
+    }
+}
+
 /// What to log in to the database with, after a client proved itself against `secret`.
 pub fn backend_credential(secret: &Secret, scram_client_key: Option<[u8; 32]>) -> Credential {
     match (secret, scram_client_key) {
@@ -114,5 +146,38 @@ pub fn backend_credential(secret: &Secret, scram_client_key: Option<[u8; 32]>) -
             client_key: [0; 32],
             verifier: v.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_passwords_check_against_every_stored_form() {
+        let plain = Secret::parse("s3cret").unwrap();
+        let md5 = Secret::parse(&md5_stored("s3cret", "app")).unwrap();
+        let scram = Secret::Scram(ScramVerifier::from_password("s3cret", b"saltsalt", 16));
+        for secret in [&plain, &md5, &scram] {
+            assert!(check_cleartext(secret, "app", "s3cret"), "{secret:?}");
+            assert!(!check_cleartext(secret, "app", "s3cre"), "{secret:?}");
+            assert!(!check_cleartext(secret, "app", ""), "{secret:?}");
+        }
+        // md5 hashes salt with the user name.
+        assert!(!check_cleartext(&md5, "other", "s3cret"));
+    }
+
+    #[test]
+    fn only_plain_and_md5_entries_can_log_in_for_an_iam_user() {
+        assert!(matches!(
+            stored_credential(&Secret::parse("pw").unwrap()),
+            Some(Credential::Password(p)) if p == "pw"
+        ));
+        assert!(matches!(
+            stored_credential(&Secret::parse(&md5_stored("pw", "u")).unwrap()),
+            Some(Credential::Md5(_))
+        ));
+        let scram = Secret::Scram(ScramVerifier::from_password("pw", b"salt", 16));
+        assert!(stored_credential(&scram).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Tollgate: a PostgreSQL connection pooler in the shape of Amazon RDS Proxy.
 //!
 //! A connection's path through this crate: [`server`] accepts → [`session::startup`] (TLS,
-//! cancel) → [`session::authenticate`] (policy in [`auth`]) → [`pool`] lends a
+//! cancel) → [`session::authenticate`] (policy in [`auth`], IAM tokens in [`iam`]) → [`pool`] lends a
 //! [`backend::ServerConn`] → [`session::relay`] moves messages (consulting [`pin`] and
 //! [`params`]) → back to the pool. See ARCHITECTURE.md.
 
@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cancel;
 pub mod clients;
 pub mod config;
+pub mod iam;
 pub mod logging;
 pub mod params;
 pub mod pin;

@@ -28,6 +28,10 @@ pub struct Shared {
     pub pools: Pools,
     /// Client authentication.
     pub auth: Authenticator,
+    /// Client IAM auth (iam_*): the verifier in force and the delegate verdict cache.
+    pub iam: crate::iam::ClientIam,
+    /// Tollgate's own IAM auth tokens for its database logins, when backend_iam is on.
+    pub backend_iam: Option<Arc<crate::backend::IamTokenSource>>,
     /// Cancel keys.
     pub cancels: CancelRegistry,
     /// Logged-in clients (SHOW CLIENTS, KILL).
@@ -69,6 +73,12 @@ pub enum StartError {
     /// TLS material is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The IAM trusted keys or policy could not be loaded.
+    #[error("IAM auth: {0}")]
+    Iam(#[from] crate::iam::IamLoadError),
+    /// Tollgate's own AWS identity could not be set up (backend_iam).
+    #[error("backend_iam: {0}")]
+    BackendIam(#[from] crate::backend::BackendError),
 }
 
 /// Starts shutdown when triggered.
@@ -95,6 +105,18 @@ impl Server {
     /// Loads the auth file and TLS material and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let auth = Authenticator::load(&config.auth_file)?;
+        // Delegate checks are database logins: at most pool_size of them at once.
+        let iam = crate::iam::ClientIam::new(&config.iam, config.pool_size)?;
+        log_iam(&config, &iam);
+        let backend_iam = match &config.iam.backend_region {
+            Some(region) => {
+                let source =
+                    Arc::new(crate::backend::IamTokenSource::from_default_chain(region).await?);
+                tokio::spawn(announce_backend_iam(source.clone()));
+                Some(source)
+            }
+            None => None,
+        };
         let tls = match &config.tls {
             Some(files) => Some(crate::tls::server::acceptor(&files.cert, &files.key)?),
             None => None,
@@ -126,6 +148,8 @@ impl Server {
             reload: Default::default(),
             pools: Pools::new(settings, connector),
             auth,
+            iam,
+            backend_iam,
             cancels: CancelRegistry::default(),
             clients: Default::default(),
             tls,
@@ -246,6 +270,38 @@ impl Server {
         if let Some(admin) = admin {
             admin.abort();
         }
+    }
+}
+
+/// One line at start saying how clients may use IAM auth tokens.
+fn log_iam(config: &Config, iam: &crate::iam::ClientIam) {
+    let state = iam.state();
+    if !state.accepts_tokens() {
+        return;
+    }
+    let endpoints: Vec<String> = config.iam.endpoints.iter().map(|e| e.to_string()).collect();
+    tracing::info!(
+        iam_auth = state.mode.as_str(),
+        verifier = config.iam.verifier.as_str(),
+        region = %config.iam.region,
+        endpoints = %endpoints.join(","),
+        trusted_keys = state.key_count(),
+        policy = config.iam.policy_file.is_some(),
+        "IAM authentication is on"
+    );
+    if state.allow_plaintext {
+        tracing::warn!("iam_allow_plaintext is on: IAM auth tokens are accepted over plain TCP; this setting is for tests only");
+    }
+}
+
+/// Resolves Tollgate's AWS identity once at start, so a missing credential shows in the log
+/// before the first login needs it.
+async fn announce_backend_iam(source: Arc<crate::backend::IamTokenSource>) {
+    match source.access_key_id().await {
+        Ok(id) => tracing::info!(access_key_id = %id, region = source.region(),
+            "backend_iam: Tollgate logs in to the database with IAM auth tokens for its own AWS identity"),
+        Err(e) => tracing::warn!(error = %e, region = source.region(),
+            "backend_iam: no AWS credentials yet; database logins will fail until there are"),
     }
 }
 

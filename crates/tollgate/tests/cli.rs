@@ -98,6 +98,88 @@ fn flags_override_the_config_file() {
     );
 }
 
+/// The IAM flags are the contract scripts rely on: `--iam-endpoint` repeats, and each flag
+/// reaches validation (and start-up) under its config key.
+#[test]
+fn iam_flags_are_settings_and_errors_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.txt");
+    std::fs::write(&users, "\"app\" \"pw\"\n").unwrap();
+    let base_with = |cmd: &mut Command, (auth, verifier, endpoint): (&str, &str, &str)| {
+        cmd.args(["--upstream", "postgres://127.0.0.1:5432/?sslmode=require"])
+            .arg("--auth-file")
+            .arg(&users)
+            .args(["--admin-listen", "off", "--listen", "127.0.0.1:0"])
+            .args(["--iam-auth", auth, "--iam-verifier", verifier])
+            .args(["--iam-region", "us-east-1"])
+            .args(["--iam-endpoint", "tollgate.example.com:6432"])
+            .args(["--iam-endpoint", endpoint]);
+    };
+    let base = |cmd: &mut Command| {
+        base_with(cmd, ("required", "local", "tollgate.internal:6432"));
+    };
+    // IAM needs TLS to clients.
+    let mut cmd = tollgate();
+    base(&mut cmd);
+    cmd.args(["--iam-keys-file", "/nonexistent/keys.toml"]);
+    let (ok, err) = stderr_of(&mut cmd);
+    assert!(!ok);
+    assert!(err.contains("`iam_auth`") && err.contains("TLS"), "{err}");
+    // With TLS configured, validation passes and start-up reads the keys file, and says so.
+    let mut cmd = tollgate();
+    base(&mut cmd);
+    cmd.args(["--iam-keys-file", "/nonexistent/keys.toml"])
+        .args([
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ]);
+    let (ok, err) = stderr_of(&mut cmd);
+    assert!(!ok);
+    assert!(
+        err.contains("iam_keys_file /nonexistent/keys.toml"),
+        "{err}"
+    );
+    // The keys can come from the environment instead; their text is never repeated.
+    let mut cmd = tollgate();
+    base(&mut cmd);
+    cmd.env(
+        "TOLLGATE_IAM_KEYS",
+        "[[key]]\naccess_key_id = \"AKIA1\"\nsecret_access_key = \"hunter2\" oops\n",
+    )
+    .args([
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+    ]);
+    let (ok, err) = stderr_of(&mut cmd);
+    assert!(!ok);
+    assert!(
+        err.contains("iam_keys") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // Bad values name their key.
+    for (values, key) in [
+        (
+            ("sometimes", "local", "tollgate.internal:6432"),
+            "`iam_auth`",
+        ),
+        (
+            ("required", "aws", "tollgate.internal:6432"),
+            "`iam_verifier`",
+        ),
+        (("required", "local", "no-port"), "`iam_endpoint`"),
+    ] {
+        let mut cmd = tollgate();
+        base_with(&mut cmd, values);
+        let (ok, err) = stderr_of(&mut cmd);
+        assert!(!ok);
+        assert!(err.contains(key), "{values:?}: {err}");
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

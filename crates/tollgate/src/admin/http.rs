@@ -184,7 +184,11 @@ pub fn route(req: &Request, shared: &Shared) -> Response {
                 *shared.shutdown.borrow(),
                 global.available(),
                 &shared.pools.connector().addr(),
-                shared.auth.user_count(),
+                // With IAM auth on, users need no auth-file entry to log in.
+                shared
+                    .auth
+                    .user_count()
+                    .max(usize::from(shared.iam.state().accepts_tokens())),
             ) {
                 Ok(()) => Response::text(200, "ready\n"),
                 Err(why) => Response::text(503, format!("{why}\n")),

@@ -153,6 +153,21 @@ pub fn render(s: &MetricsSnapshot) -> String {
         &[("outcome", "ignored")],
         s.cancels_ignored,
     );
+    w.family("tollgate_iam_auth_total", "counter", "IAM database authentication: tokens accepted (outcome=\"success\", reason = how: local, delegate, delegate_cache) and logins refused (outcome=\"failure\", reason = the check that failed).");
+    for (how, n) in &s.iam_successes {
+        w.sample(
+            "tollgate_iam_auth_total",
+            &[("outcome", "success"), ("reason", how)],
+            *n,
+        );
+    }
+    for (reason, n) in &s.iam_failures {
+        w.sample(
+            "tollgate_iam_auth_total",
+            &[("outcome", "failure"), ("reason", reason)],
+            *n,
+        );
+    }
     w.family("tollgate_target_available", "gauge", "1 if the database answered the last connection attempt (RDS Proxy: AvailabilityPercentage = 100 * avg_over_time).");
     w.sample(
         "tollgate_target_available",
@@ -327,6 +342,8 @@ mod tests {
             pins: vec![("named_prepared_statement", 0), ("session_set", 3)],
             cancels_forwarded: 1,
             cancels_ignored: 4,
+            iam_successes: vec![("local", 5)],
+            iam_failures: vec![("expired", 2), ("wrong_user", 1)],
             db_open: 3,
             db_idle: 1,
             db_max: Some(90),
@@ -378,6 +395,10 @@ mod tests {
             "tollgate_session_pins_total{reason=\"session_set\"} 3",
             "tollgate_session_pins_total{reason=\"named_prepared_statement\"} 0",
             "tollgate_cancel_requests_total{outcome=\"ignored\"} 4",
+            "# TYPE tollgate_iam_auth_total counter",
+            "tollgate_iam_auth_total{outcome=\"success\",reason=\"local\"} 5",
+            "tollgate_iam_auth_total{outcome=\"failure\",reason=\"expired\"} 2",
+            "tollgate_iam_auth_total{outcome=\"failure\",reason=\"wrong_user\"} 1",
             "tollgate_target_available{target=\"db.example.com:5432\"} 1",
             "tollgate_pool_database_connections_borrowed{user=\"app\",database=\"shop\"} 2",
             "tollgate_pool_size{user=\"app\",database=\"shop\"} 20",

@@ -39,11 +39,23 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
     ),
     ("admin_listen", "the admin HTTP listener is bound at start"),
     ("log_format", "the log formatter is installed at start"),
+    (
+        "backend_iam",
+        "Tollgate's AWS credential chain is set up at start",
+    ),
+    (
+        "backend_iam_region",
+        "Tollgate's AWS credential chain is set up at start",
+    ),
 ];
 
 /// Why `require_tls` can be refused although it is reloadable on its own.
 const REQUIRE_TLS_WITHOUT_TLS: &str =
     "it needs tls_cert and tls_key, and those change only on restart";
+
+/// Why turning `iam_auth` on can be refused although it is reloadable on its own.
+const IAM_WITHOUT_TLS: &str =
+    "clients send IAM auth tokens only over TLS, which needs tls_cert and tls_key, and those change only on restart";
 
 /// Whether a reload can change `key` live.
 pub fn reloadable(key: &str) -> bool {
@@ -97,6 +109,9 @@ pub enum ReloadError {
     /// The auth file does not load.
     #[error("auth file: {0}; nothing was changed")]
     AuthFile(#[from] tollgate_auth::AuthFileError),
+    /// The IAM trusted keys or policy do not load.
+    #[error("IAM auth: {0}; nothing was changed")]
+    Iam(#[from] crate::iam::IamLoadError),
     /// The new log_level is not a filter.
     #[error("invalid setting `log_level`: {0}; nothing was changed")]
     LogLevel(String),
@@ -134,10 +149,18 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
     next.max_client_conn = old.max_client_conn;
     next.admin_listen = old.admin_listen;
     next.log_format = old.log_format;
+    next.iam.backend_region = old.iam.backend_region.clone();
     // require_tls on with no TLS to offer would refuse every client.
     let require_tls_refused = next.require_tls && next.tls.is_none();
     if require_tls_refused {
         next.require_tls = old.require_tls;
+    }
+    // Likewise IAM auth: tokens travel only over TLS.
+    let iam_refused = next.iam.mode != crate::config::IamMode::Disabled
+        && next.tls.is_none()
+        && !next.iam.allow_plaintext;
+    if iam_refused {
+        next.iam.mode = old.iam.mode;
     }
     let changes = old
         .entries()
@@ -150,7 +173,8 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
                 .find(|(k, _)| *k == key)
                 .map(|(_, why)| *why)
                 .or((key == "require_tls" && require_tls_refused)
-                    .then_some(REQUIRE_TLS_WITHOUT_TLS));
+                    .then_some(REQUIRE_TLS_WITHOUT_TLS))
+                .or((key == "iam_auth" && iam_refused).then_some(IAM_WITHOUT_TLS));
             Change {
                 key,
                 old: was,
@@ -198,10 +222,12 @@ fn reload_locked(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     if new.log_level != current.log_level {
         crate::logging::check_level(&new.log_level).map_err(ReloadError::LogLevel)?;
     }
+    let (next, changes) = plan(&current, new);
+    // The trusted keys and policy are re-read too; a bad one stops the reload here.
+    let iam = crate::iam::IamState::load(&next.iam)?;
     // Last check, and the first change: the auth file swaps in whole or not at all.
     let auth_users = shared.auth.reload()?;
-
-    let (next, changes) = plan(&current, new);
+    shared.iam.replace(iam, next.iam.token_cache_size);
     shared.pools.update_settings(PoolSettings::from(&next));
     shared
         .pools
@@ -359,12 +385,36 @@ mod tests {
             admin_users: Some(vec!["ops".into()]),
             log_level: Some("debug".into()),
             log_format: Some("json".into()),
+            iam_auth: Some("enabled".into()),
+            iam_verifier: Some("local".into()),
+            iam_region: Some("eu-west-1".into()),
+            iam_endpoint: Some(vec!["tollgate.example.com:6432".into()]),
+            iam_keys_file: Some("keys.toml".into()),
+            iam_keys: None,
+            iam_policy_file: Some("policy.json".into()),
+            iam_account_id: Some("123456789012".into()),
+            iam_proxy_id: Some("prx-1".into()),
+            iam_clock_skew: Some(60),
+            iam_allow_plaintext: Some(true),
+            iam_token_cache_size: Some(5),
+            backend_iam: Some(true),
+            backend_iam_region: Some("eu-west-2".into()),
         })
         .unwrap();
         let (next, changes) = plan(&old, new.clone());
-        assert_eq!(changes.len(), old.entries().len(), "every setting differs");
+        // Every setting differs but two: iam_keys cannot be set beside iam_keys_file, and the
+        // keys and policy files need iam_verifier's default, local.
+        let same = ["iam_keys", "iam_verifier"];
+        assert_eq!(
+            changes.len(),
+            old.entries().len() - same.len(),
+            "every setting differs"
+        );
         let (was, want, now) = (old.entries(), new.entries(), next.entries());
         for (((key, was), (_, want)), (_, now)) in was.iter().zip(&want).zip(&now) {
+            if same.contains(key) {
+                continue;
+            }
             // require_tls is refused here because TLS itself cannot be turned on live.
             if reloadable(key) && *key != "require_tls" {
                 assert_eq!(now, want, "{key} should apply live");

@@ -2,7 +2,7 @@
 //! server asks for ("Message Flow: Start-up"), then init_query.
 
 use super::conn::{CancelTarget, ServerConn};
-use super::BackendError;
+use super::{BackendError, IamTokenSource};
 use crate::config::{SslMode, Upstream};
 use crate::params::ParamSet;
 use crate::stream::Stream;
@@ -26,6 +26,9 @@ pub enum Credential {
     Md5(String),
     /// SCRAM keys recovered from a client's login (answers SCRAM-SHA-256 only).
     Scram(ScramCredential),
+    /// IAM auth tokens for Tollgate's own AWS identity, made per login (backend_iam; answers
+    /// a cleartext password request, as Aurora with IAM database authentication sends).
+    Iam(Arc<IamTokenSource>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Credential {
             Credential::Password(_) => "Credential::Password(<redacted>)",
             Credential::Md5(_) => "Credential::Md5(<redacted>)",
             Credential::Scram(_) => "Credential::Scram(<redacted>)",
+            Credential::Iam(_) => "Credential::Iam(<tokens made per login>)",
         })
     }
 }
@@ -190,7 +194,13 @@ impl Connector {
         let mut out = BytesMut::new();
         build::startup_message(&mut out, &[("user", user), ("database", database)]);
         conn.write_all(&out).await?;
-        login(&mut conn, user, cred).await?;
+        login(
+            &mut conn,
+            (&self.upstream.host, self.upstream.port),
+            user,
+            cred,
+        )
+        .await?;
         // Parameters, key, then ReadyForQuery.
         loop {
             let msg = conn.read_message().await?;
@@ -256,8 +266,14 @@ impl Connector {
     }
 }
 
-/// Answers the server's authentication requests until AuthenticationOk.
-async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(), BackendError> {
+/// Answers the server's authentication requests until AuthenticationOk. `endpoint` is the
+/// host and port an IAM auth token is signed for.
+async fn login(
+    conn: &mut ServerConn,
+    endpoint: (&str, u16),
+    user: &str,
+    cred: &Credential,
+) -> Result<(), BackendError> {
     let mut scram: Option<ScramClient> = None;
     loop {
         let msg = conn.read_message().await?;
@@ -266,13 +282,18 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
             backend::tag::ERROR_RESPONSE => {
                 let fields = backend::parse_error_fields(&msg.body)?;
                 // Bad credentials are the operator's to fix, not the client's: say so.
-                return Err(if fields.code.starts_with("28") {
-                    BackendError::LoginRefused {
+                let refused = fields.code.starts_with("28");
+                return Err(match cred {
+                    Credential::Iam(source) if refused => BackendError::IamLoginRefused {
+                        user: user.to_string(),
+                        access_key_id: source.access_key_id().await.unwrap_or_default(),
+                        fields: Box::new(fields),
+                    },
+                    _ if refused => BackendError::LoginRefused {
                         user: user.to_string(),
                         fields: Box::new(fields),
-                    }
-                } else {
-                    BackendError::Server(fields)
+                    },
+                    _ => BackendError::Server(fields),
                 });
             }
             backend::tag::NEGOTIATE_PROTOCOL_VERSION => continue,
@@ -288,6 +309,10 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
             Authentication::Ok => return Ok(()),
             Authentication::CleartextPassword => match cred {
                 Credential::Password(p) => build::password_message(&mut out, p.as_bytes()),
+                Credential::Iam(source) => {
+                    let token = source.token(endpoint.0, endpoint.1, user).await?;
+                    build::password_message(&mut out, token.as_bytes());
+                }
                 _ => return Err(unsupported(user, "a cleartext password", "the plaintext password")),
             },
             Authentication::Md5Password { salt } => {
@@ -295,6 +320,7 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
                     Credential::Password(p) => md5_stored(p, user),
                     Credential::Md5(h) => h.clone(),
                     Credential::Scram(_) => return Err(unsupported(user, "md5", "the plaintext password or its md5 hash")),
+                    Credential::Iam(_) => return Err(iam_unsupported(user, "md5")),
                 };
                 build::password_message(&mut out, md5_response(&stored, salt).as_bytes());
             }
@@ -310,6 +336,7 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
                     Credential::Md5(_) => {
                         return Err(unsupported(user, "SCRAM-SHA-256", "the plaintext password or the server's SCRAM verifier"))
                     }
+                    Credential::Iam(_) => return Err(iam_unsupported(user, "SCRAM-SHA-256")),
                 };
                 let mut client = ScramClient::new(sc);
                 build::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
@@ -332,6 +359,13 @@ async fn login(conn: &mut ServerConn, user: &str, cred: &Credential) -> Result<(
         }
         conn.write_all(&out).await?;
     }
+}
+
+/// backend_iam logs in with tokens, which the database must ask for as a cleartext password.
+fn iam_unsupported(user: &str, method: &str) -> BackendError {
+    BackendError::AuthUnsupported(format!(
+        "the database asks for {method} authentication for user {user:?}, but backend_iam logs in with IAM auth tokens, which the database must ask for as a cleartext password: enable IAM database authentication on the database and GRANT rds_iam TO {user}"
+    ))
 }
 
 fn unsupported(user: &str, method: &str, needs: &str) -> BackendError {

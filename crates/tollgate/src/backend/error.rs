@@ -34,6 +34,16 @@ pub enum BackendError {
         user: String,
         fields: Box<ErrorFields>,
     },
+    /// The server refused the IAM auth token Tollgate generated for its own identity (backend_iam).
+    #[error("the database refused Tollgate's IAM auth token for user {user:?} (access key {access_key_id}): {}; check that Tollgate's AWS identity may rds-db:connect as this user, that the user has GRANT rds_iam, and that backend_iam_region is the database's region", .fields.message)]
+    IamLoginRefused {
+        user: String,
+        access_key_id: String,
+        fields: Box<ErrorFields>,
+    },
+    /// Tollgate could not make an IAM auth token for its own login (backend_iam).
+    #[error("Tollgate cannot make an IAM auth token to log in to the database: {0}; give it AWS credentials (environment, profile, web identity, ECS task role or instance role)")]
+    IamCredentials(String),
     /// The server asked for a login method our credentials cannot answer.
     #[error("{0}")]
     AuthUnsupported(String),
@@ -63,7 +73,9 @@ impl BackendError {
             | BackendError::TlsRefused { .. }
             | BackendError::Tls { .. } => "08001",
             BackendError::Server(f) => f.code.as_str(),
-            BackendError::LoginRefused { fields, .. } => fields.code.as_str(),
+            BackendError::LoginRefused { fields, .. }
+            | BackendError::IamLoginRefused { fields, .. } => fields.code.as_str(),
+            BackendError::IamCredentials(_) => "08001",
             BackendError::AuthUnsupported(_) => "28000",
             BackendError::Scram(_) => "28P01",
             BackendError::Protocol(_) | BackendError::Wire(_) => "08P01",

@@ -1,6 +1,7 @@
 //! Every setting as its key and the value in force, spelled as the config file spells it
 //! (durations in seconds): what `SHOW CONFIG` prints and what a reload compares.
 
+use super::iam::KeysSource;
 use super::{Config, LogFormat};
 use std::fmt::Write as _;
 
@@ -86,8 +87,67 @@ impl Config {
             ("admin_users", self.admin_users.join(",")),
             ("log_level", self.log_level.clone()),
             ("log_format", self.log_format.as_str().to_string()),
+            ("iam_auth", self.iam.mode.as_str().to_string()),
+            ("iam_verifier", self.iam.verifier.as_str().to_string()),
+            ("iam_region", self.iam.region.clone()),
+            (
+                "iam_endpoint",
+                self.iam
+                    .endpoints
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "iam_keys_file",
+                match &self.iam.keys {
+                    Some(KeysSource::File(p)) => p.display().to_string(),
+                    _ => String::new(),
+                },
+            ),
+            (
+                "iam_keys",
+                match &self.iam.keys {
+                    Some(KeysSource::Inline(text)) => redacted(&text.0),
+                    _ => String::new(),
+                },
+            ),
+            (
+                "iam_policy_file",
+                self.iam
+                    .policy_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("iam_account_id", self.iam.account_id.clone()),
+            ("iam_proxy_id", self.iam.proxy_id.clone()),
+            ("iam_clock_skew", secs(self.iam.clock_skew)),
+            ("iam_allow_plaintext", self.iam.allow_plaintext.to_string()),
+            (
+                "iam_token_cache_size",
+                self.iam.token_cache_size.to_string(),
+            ),
+            ("backend_iam", self.iam.backend_region.is_some().to_string()),
+            (
+                "backend_iam_region",
+                self.iam.backend_region.clone().unwrap_or_default(),
+            ),
         ]
     }
+}
+
+/// Stands in for a secret in SHOW CONFIG: a short fingerprint, so an operator can tell that a
+/// reload changed it, and nothing that helps recover it.
+fn redacted(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut fp = String::new();
+    for b in digest.iter().take(4) {
+        let _ = write!(fp, "{b:02x}");
+    }
+    format!("<redacted, sha256 {fp}…>")
 }
 
 #[cfg(test)]
@@ -103,6 +163,7 @@ mod tests {
             pool_size: Some(7),
             admin_users: Some(vec!["ops".into(), "dba".into()]),
             admin_listen: Some("off".into()),
+            iam_keys: Some(crate::config::SecretText("[[key]] secret".into())),
             ..Default::default()
         };
         let c = Config::validate(raw).unwrap();
@@ -121,9 +182,15 @@ mod tests {
             get("upstream"),
             Some("postgres://[::1]:5433/app?sslmode=require")
         );
+        let keys = get("iam_keys").unwrap();
+        assert!(
+            keys.starts_with("<redacted") && !keys.contains("secret"),
+            "{keys}"
+        );
+        assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 26);
+        assert_eq!(entries.len(), 40);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

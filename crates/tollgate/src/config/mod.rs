@@ -3,6 +3,7 @@
 //! hold a bad value.
 
 pub mod entries;
+pub mod iam;
 pub mod raw;
 pub mod upstream;
 
@@ -10,7 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use raw::RawConfig;
+pub use iam::{IamConfig, IamMode, IamVerifierKind};
+pub use raw::{RawConfig, SecretText};
 pub use upstream::{SslMode, Upstream};
 
 /// When a backend connection goes back to the pool.
@@ -103,6 +105,8 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// IAM auth for clients and Tollgate's own IAM login to the database.
+    pub iam: IamConfig,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -167,6 +171,8 @@ impl Config {
 
     /// Checks every value and fills defaults.
     pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        // The IAM checks read several settings the steps below take apart.
+        let iam_raw = raw.clone();
         let listen_s = raw.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
         let listen = listen_s
             .parse::<SocketAddr>()
@@ -292,6 +298,7 @@ impl Config {
                 "needs tls_cert and tls_key so clients can start TLS",
             ));
         }
+        let iam = IamConfig::validate(&iam_raw, &upstream, tls.is_some())?;
         let max_client_conn = raw.max_client_conn.unwrap_or(20_000) as usize;
         if max_client_conn == 0 {
             return Err(invalid("max_client_conn", "must be at least 1"));
@@ -366,6 +373,7 @@ impl Config {
             admin_users,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
             log_format,
+            iam,
         })
     }
 }

@@ -68,6 +68,10 @@ pub struct Stats {
     pub clients_closed: Counter,
     /// Clients refused during startup or login, by reason.
     pub setup_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// IAM auth tokens accepted, by how (`local`, `delegate`, `delegate_cache`).
+    pub iam_successes: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// IAM logins refused, by the check that failed (`expired`, `wrong_user`, ...).
+    pub iam_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -75,6 +79,20 @@ impl Stats {
     pub fn setup_failed(&self, reason: &'static str) {
         self.clients_setup_failed.inc();
         *crate::pool::global::lock(&self.setup_failures)
+            .entry(reason)
+            .or_insert(0) += 1;
+    }
+
+    /// Counts an accepted IAM auth token.
+    pub fn iam_succeeded(&self, how: &'static str) {
+        *crate::pool::global::lock(&self.iam_successes)
+            .entry(how)
+            .or_insert(0) += 1;
+    }
+
+    /// Counts a refused IAM login under the check that failed.
+    pub fn iam_failed(&self, reason: &'static str) {
+        *crate::pool::global::lock(&self.iam_failures)
             .entry(reason)
             .or_insert(0) += 1;
     }

@@ -30,6 +30,10 @@ pub struct MetricsSnapshot {
     pub cancels_forwarded: u64,
     /// Cancels ignored (forged key or nothing running).
     pub cancels_ignored: u64,
+    /// IAM auth tokens accepted, by how.
+    pub iam_successes: Vec<(&'static str, u64)>,
+    /// IAM logins refused, by reason.
+    pub iam_failures: Vec<(&'static str, u64)>,
     /// Backend connections open or opening across all pools.
     pub db_open: u64,
     /// Of those, idle.
@@ -159,6 +163,14 @@ impl MetricsSnapshot {
                 .collect(),
             cancels_forwarded: stats.cancels_forwarded.get(),
             cancels_ignored: stats.cancels_ignored.get(),
+            iam_successes: lock(&stats.iam_successes)
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+            iam_failures: lock(&stats.iam_failures)
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect(),
             db_open: global.open() as u64,
             db_idle: global.idle() as u64,
             db_max: match global.max_open() {

@@ -33,6 +33,17 @@ pub enum SessionError {
     /// Authentication failed; `reason` is for the log only.
     #[error("password authentication failed for user \"{user}\"")]
     AuthFailed { user: String, reason: String },
+    /// An IAM login was refused (a bad, stale or forged token, or a login `iam_auth` forbids);
+    /// the message says which check failed and never quotes a secret.
+    #[error("{}", .refusal.message)]
+    IamRefused {
+        user: String,
+        refusal: crate::iam::Refusal,
+    },
+    /// A user proved itself with an IAM token but Tollgate has nothing to log in to the
+    /// database with for it.
+    #[error("user \"{user}\" authenticated with IAM but Tollgate holds no database credential for it: {why}")]
+    NoBackendCredential { user: String, why: &'static str },
     /// No backend connection could be had.
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -70,6 +81,8 @@ impl SessionError {
                 "28000"
             }
             SessionError::AuthFailed { .. } => "28P01",
+            SessionError::IamRefused { refusal, .. } => refusal.sqlstate,
+            SessionError::NoBackendCredential { .. } => "28000",
             SessionError::Pool(e) => e.sqlstate(),
             SessionError::Backend(e) => e.sqlstate(),
             SessionError::ServerLost(_) => "08006",
@@ -111,7 +124,8 @@ impl SessionError {
             SessionError::TlsRequired => "tls_required",
             SessionError::NoUser => "no_user",
             SessionError::NotAdmin { .. } => "not_admin",
-            SessionError::AuthFailed { .. } => "auth_failed",
+            SessionError::AuthFailed { .. } | SessionError::IamRefused { .. } => "auth_failed",
+            SessionError::NoBackendCredential { .. } => "no_backend_credential",
             SessionError::Pool(PoolError::Exhausted { .. }) => "pool_exhausted",
             SessionError::Pool(PoolError::ShuttingDown) | SessionError::ShuttingDown => "shutdown",
             SessionError::Pool(PoolError::Paused { .. }) => "pool_paused",

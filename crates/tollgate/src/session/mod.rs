@@ -73,7 +73,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         Err((e, logged_in)) => {
             if !logged_in {
                 shared.stats.setup_failed(e.reason());
-                if matches!(e, SessionError::AuthFailed { .. }) {
+                if matches!(
+                    e,
+                    SessionError::AuthFailed { .. } | SessionError::IamRefused { .. }
+                ) {
                     shared.stats.auth_failures.inc();
                 }
             }
@@ -81,6 +84,10 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
                 SessionError::AuthFailed { reason, .. } => {
                     tracing::warn!(%peer, %user, %database, tls, reason = "auth_failed", detail = %reason,
                         "client authentication failed")
+                }
+                SessionError::IamRefused { refusal, .. } => {
+                    tracing::warn!(%peer, %user, %database, tls, reason = "auth_failed", iam_reason = refusal.reason,
+                        sqlstate = refusal.sqlstate, detail = %refusal.message, "client IAM authentication failed")
                 }
                 _ => {
                     // Refusals that an operator should see (pool exhausted, database down) are
@@ -142,9 +149,16 @@ async fn serve(
     }
 
     let login_timeout = shared.live().client_login_timeout;
+    let key = PoolKey {
+        database: shared.pools.connector().database_for(database).to_string(),
+        user: user.to_string(),
+    };
+    let console = key.database == crate::admin::console::DATABASE;
     let cred = match tokio::time::timeout(
         login_timeout,
-        Box::pin(authenticate::authenticate(shared, client, user)),
+        Box::pin(authenticate::authenticate(
+            shared, client, user, database, console,
+        )),
     )
     .await
     {
@@ -155,11 +169,7 @@ async fn serve(
             )))
         }
     };
-    let key = PoolKey {
-        database: shared.pools.connector().database_for(database).to_string(),
-        user: user.to_string(),
-    };
-    if key.database == crate::admin::console::DATABASE {
+    if console {
         if !shared.live().admin_users.iter().any(|u| u == user) {
             return Err(not_in(SessionError::NotAdmin {
                 user: user.to_string(),
@@ -171,6 +181,13 @@ async fn serve(
             .await
             .map_err(|e| (e, true));
     }
+    let Some(cred) = cred else {
+        // authenticate() gives a credential for every login but the console's.
+        return Err(not_in(SessionError::NoBackendCredential {
+            user: user.to_string(),
+            why: "add it to the auth file or enable backend_iam",
+        }));
+    };
     let pool = shared.pools.get_or_create(key);
     pool.set_credential(cred);
     shared.stats.clients_setup_succeeded.inc();
