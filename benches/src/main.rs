@@ -6,6 +6,7 @@
 //! writes `target/bench-report.md`.
 
 mod iam;
+mod iam_rate;
 mod idle_clients;
 mod machine;
 mod measure;
@@ -15,11 +16,14 @@ mod procstat;
 mod report;
 mod scenario;
 mod targets;
+mod wire_client;
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -65,6 +69,10 @@ struct Cli {
     /// Where to write the report [default: target/bench-report.md].
     #[arg(long)]
     output: Option<PathBuf>,
+    /// New IAM-token TLS connections per second in connect-storm-iam's fixed-rate run (the
+    /// harness's own client; pgbench cannot open TLS connections that fast on a small machine).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    iam_rate: u32,
 }
 
 /// The settings after defaults.
@@ -76,6 +84,7 @@ struct Settings {
     idle_clients: usize,
     scale: u32,
     output: PathBuf,
+    iam_rate: u32,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +119,7 @@ fn run(cli: Cli) -> Result<bool> {
             Some(path) => path,
             None => target_dir()?.join("bench-report.md"),
         },
+        iam_rate: cli.iam_rate,
     };
     let cases = scenario::select(scenario::all_cases(settings.idle_clients), &cli.scenarios)?;
     let fd_limit = open_files::raise(settings.idle_clients as u64 + 1024)?;
@@ -168,7 +178,7 @@ fn run(cli: Cli) -> Result<bool> {
             cost.per_token_us, cost.iterations
         );
     }
-    let idle_tls = idle_clients::tls_config(&files.tls.ca_pem)?;
+    let idle_tls = wire_client::tls_config(&files.tls.ca_pem)?;
     let mut bench = Bench {
         pgbouncer,
         tollgate,
@@ -243,12 +253,21 @@ fn run(cli: Cli) -> Result<bool> {
             records,
         });
     }
+    let iam_rate = match &bench.tollgate_iam {
+        Some(iam) if cases.iter().any(|c| c.iam) => {
+            let result = run_iam_rate(&bench, iam, &settings)?;
+            all_ok &= result.succeeded == result.attempted && result.steady_error.is_none();
+            Some(result)
+        }
+        _ => None,
+    };
     // Stop the poolers before PostgreSQL, so neither logs a lost backend.
     drop(bench);
 
     let mut report = Report {
         header,
         cases: results,
+        iam_rate,
     };
     report.header.tls.extend(negotiated_tls(&report.cases));
     report.header.setup.push(format!(
@@ -265,6 +284,38 @@ fn run(cli: Cli) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(all_ok)
+}
+
+/// connect-storm-iam's fixed-rate run against the IAM Tollgate, with progress on stderr.
+fn run_iam_rate(
+    bench: &Bench,
+    iam: &Tollgate,
+    settings: &Settings,
+) -> Result<iam_rate::RateResult> {
+    let rate_settings = iam_rate::RateSettings {
+        rate: settings.iam_rate,
+        storm: Duration::from_secs(u64::from(settings.seconds)),
+        baseline: Duration::from_secs(u64::from(settings.seconds.min(5))),
+    };
+    eprint!(
+        "[iam] {} IAM-token TLS connections/s for {} s beside a steady client … ",
+        rate_settings.rate, settings.seconds
+    );
+    let _ = std::io::stderr().flush();
+    let login = wire_client::Login {
+        addr: SocketAddr::from(([127, 0, 0, 1], iam.port())),
+        user: BENCH_USER.to_owned(),
+        password: iam::token(BENCH_USER)?,
+        database: targets::postgres::BENCH_DB.to_owned(),
+        tls: Some(Arc::clone(&bench.idle_tls)),
+    };
+    let result = iam_rate::run(&login, iam.pid()?, rate_settings)
+        .context("connect-storm-iam at a fixed rate")?;
+    eprintln!("{}", iam_rate::summary(&result));
+    if result.succeeded < result.attempted {
+        eprintln!("  tollgate's recent log:\n{}", indent(&iam.log_tail()));
+    }
+    Ok(result)
 }
 
 /// `target/` of the workspace: the harness runs from `target/<profile>/tollgate-bench`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rustls::ClientConfig;
 
-use crate::idle_clients::{self, HeldClients, IdleLogin};
+use crate::idle_clients::{self, HeldClients};
 use crate::pgbench::{self, Connection, Percentiles, Summary};
 use crate::procstat::{self, SystemTicks};
 use crate::scenario::{Case, IdleClients};
@@ -18,6 +18,7 @@ use crate::targets::pgbouncer::PgBouncer;
 use crate::targets::postgres::{self, Postgres};
 use crate::targets::tollgate::Tollgate;
 use crate::targets::Target;
+use crate::wire_client::Login;
 
 /// How long the pooler may take to notice that the idle clients went away.
 const IDLE_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -318,7 +319,7 @@ impl Bench {
         let pid = self
             .pooler_pid(target, false)?
             .context("idle clients need a pooler")?;
-        let login = IdleLogin {
+        let login = Login {
             addr: SocketAddr::from(([127, 0, 0, 1], self.port(target, false)?)),
             user: postgres::IDLE_USER.to_owned(),
             password: postgres::IDLE_PASSWORD.to_owned(),

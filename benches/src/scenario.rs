@@ -77,12 +77,6 @@ impl Case {
         }
     }
 
-    /// Whether direct PostgreSQL is measured (not for idle clients: that would take 10,000
-    /// backends; not for IAM tokens, which PostgreSQL cannot check).
-    pub fn measures_direct(&self) -> bool {
-        self.idle.is_none() && !self.iam
-    }
-
     /// Why this case does not run against `target`, if it does not.
     pub fn not_applicable(&self, target: crate::targets::Target) -> Option<&'static str> {
         use crate::targets::Target;
@@ -318,16 +312,12 @@ mod tests {
     }
 
     #[test]
-    fn direct_is_skipped_only_for_idle_clients() {
+    fn direct_is_skipped_only_for_idle_clients_and_iam() {
         for case in all_cases(10) {
-            assert_eq!(
-                case.measures_direct(),
-                case.scenario != "idle-clients" && case.scenario != "connect-storm-iam"
-            );
             assert_eq!(
                 case.not_applicable(crate::targets::Target::Direct)
                     .is_none(),
-                case.measures_direct()
+                case.scenario != "idle-clients" && case.scenario != "connect-storm-iam"
             );
             assert_eq!(
                 case.not_applicable(crate::targets::Target::PgBouncer)
