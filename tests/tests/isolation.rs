@@ -637,3 +637,70 @@ async fn resetting_a_startup_setting_does_not_strip_it_from_the_next_client() ->
     }
     Ok(())
 }
+
+/// How many statements shared by Tollgate (`tg_<hash>`) `c`'s current backend holds.
+async fn shared_on_backend(c: &Connected) -> Result<String> {
+    scalar(
+        &c.client,
+        "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'tg\\_%'",
+    )
+    .await
+}
+
+/// Transaction mode shares named statements across clients as `tg_<hash>` on each backend; a
+/// backend holds at most max_prepared_statements of them. Two clients with three distinct
+/// statements each on one backend capped at four: the backend never holds more than four,
+/// and the first client's evicted statements are re-prepared transparently on next use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_shared_statements_are_capped_and_evicted_ones_come_back() -> Result<()> {
+    let env = Env::start(EnvOptions {
+        pool_mode: "transaction",
+        pool_size: 1,
+        extra: tollgate::config::RawConfig {
+            max_prepared_statements: Some(4),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await?;
+    let a = env.connect_app().await?;
+    let b = env.connect_app().await?;
+    let mut a_stmts = Vec::new();
+    for k in 1..=3i32 {
+        let stmt = a.client.prepare(&format!("SELECT $1::int * {k}")).await?;
+        let row = a.client.query_one(&stmt, &[&10i32]).await?;
+        assert_eq!(row.get::<_, i32>(0), 10 * k);
+        a_stmts.push(stmt);
+    }
+    // Kept alive: tokio-postgres closes a statement when it is dropped.
+    let mut b_stmts = Vec::new();
+    for k in 1..=3i32 {
+        let stmt = b.client.prepare(&format!("SELECT $1::int + {k}")).await?;
+        let row = b.client.query_one(&stmt, &[&10i32]).await?;
+        assert_eq!(row.get::<_, i32>(0), 10 + k);
+        b_stmts.push(stmt);
+        let held: i64 = shared_on_backend(&b).await?.parse()?;
+        assert!(
+            held <= 4,
+            "the backend holds {held} shared statements, over the cap of 4"
+        );
+    }
+    // Six distinct statements went to a backend capped at four: two of A's were evicted.
+    assert_eq!(shared_on_backend(&b).await?, "4");
+    // A's oldest statements were closed on the backend to make room; using them again works.
+    for (k, stmt) in (1..=3i32).zip(&a_stmts) {
+        let row = a.client.query_one(stmt, &[&7i32]).await?;
+        assert_eq!(row.get::<_, i32>(0), 7 * k);
+    }
+    let held: i64 = shared_on_backend(&a).await?.parse()?;
+    assert!(
+        held <= 4,
+        "the backend holds {held} shared statements, over the cap of 4"
+    );
+    for (k, stmt) in (1..=3i32).zip(&b_stmts) {
+        let row = b.client.query_one(stmt, &[&7i32]).await?;
+        assert_eq!(row.get::<_, i32>(0), 7 + k);
+    }
+    assert_eq!(total_pins(&env), 0, "sharing must not fall back to pinning");
+    Ok(())
+}

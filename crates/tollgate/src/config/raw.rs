@@ -90,8 +90,9 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
 
-    /// Named statements a client may hold in transaction mode before it is pinned instead
-    /// (PgBouncer's name; 0 pins every client that prepares one) [default: 1000].
+    /// Named statements a client may hold in transaction mode before it is pinned instead,
+    /// and the most a backend holds (least recently used closed first) (PgBouncer's name; 0
+    /// pins every client that prepares one) [default: 1000].
     #[arg(long, env = "TOLLGATE_MAX_PREPARED_STATEMENTS")]
     pub max_prepared_statements: Option<usize>,
 

@@ -11,6 +11,12 @@
 //! server skip the rest of the batch up to Sync, so pending entries of that batch are dropped
 //! and their optimistic effects on the backend's statement set undone.
 //!
+//! A backend holds at most `max_prepared_statements` shared statements (PgBouncer's meaning of
+//! the setting, per client and per server connection): preparing one more closes the least
+//! recently used first, so many clients with distinct statements cannot grow one backend's
+//! memory without bound. A client whose evicted statement is used again gets it re-prepared
+//! transparently by the same path that follows a client to a new backend.
+//!
 //! Pure: messages in, bytes out; the relay does the I/O.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -60,8 +66,17 @@ struct Pending {
 /// The statements a backend holds (by backend name) and its unanswered Parse/Close.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    prepared: HashMap<Arc<str>, Bytes>,
+    prepared: HashMap<Arc<str>, Held>,
     pending: VecDeque<Pending>,
+    /// Use counter: `Held::used` values come from it, for least-recently-used eviction.
+    tick: u64,
+}
+
+/// A statement a backend holds: its Parse text and when it was last used.
+#[derive(Debug, Clone)]
+struct Held {
+    rest: Bytes,
+    used: u64,
 }
 
 const PARSE_COMPLETE: u8 = b'1';
@@ -115,12 +130,19 @@ impl ClientStatements {
     }
 
     /// Ensures `server` holds `stmt`, writing a Parse whose answer is swallowed if not.
-    fn ensure(stmt: &Statement, server: &mut ServerStatements, batch: u64, out: &mut BytesMut) {
-        if server.prepared.contains_key(&stmt.name) {
+    fn ensure(
+        stmt: &Statement,
+        server: &mut ServerStatements,
+        batch: u64,
+        cap: usize,
+        out: &mut BytesMut,
+    ) {
+        if server.touch(&stmt.name) {
             return;
         }
+        server.make_room(cap, batch, out);
         put_parse(out, &stmt.name, &stmt.rest);
-        server.prepared.insert(stmt.name.clone(), stmt.rest.clone());
+        server.hold(stmt.name.clone(), stmt.rest.clone());
         server.pending.push_back(Pending {
             tag: PARSE_COMPLETE,
             stmt: Some((stmt.name.clone(), stmt.rest.clone())),
@@ -130,7 +152,8 @@ impl ClientStatements {
         });
     }
 
-    /// A client Parse (whole message body). Writes what the backend gets to `out`.
+    /// A client Parse (whole message body). Writes what the backend gets to `out`. `limit` is
+    /// max_prepared_statements: the most named statements the client, and the backend, hold.
     pub fn on_parse(
         &mut self,
         msg: &[u8],
@@ -162,7 +185,7 @@ impl ClientStatements {
         let name = backend_name(rest);
         let rest = Bytes::copy_from_slice(rest);
         let existed = match server.prepared.get(&name) {
-            Some(existing) if *existing != rest => return Err(Fallback::Collision),
+            Some(existing) if existing.rest != rest => return Err(Fallback::Collision),
             Some(_) => {
                 // The backend has it (from this or another client): drop and re-create, so
                 // the client gets the ParseComplete it expects, in order.
@@ -176,10 +199,13 @@ impl ClientStatements {
                 });
                 true
             }
-            None => false,
+            None => {
+                server.make_room(limit, batch, out);
+                false
+            }
         };
         put_parse(out, &name, &rest);
-        server.prepared.insert(name.clone(), rest.clone());
+        server.hold(name.clone(), rest.clone());
         server.pending.push_back(Pending {
             tag: PARSE_COMPLETE,
             stmt: Some((name.clone(), rest.clone())),
@@ -198,6 +224,7 @@ impl ClientStatements {
         body: &[u8],
         server: &mut ServerStatements,
         batch: u64,
+        limit: usize,
         out: &mut BytesMut,
     ) {
         let parts = after_cstr(body)
@@ -211,7 +238,7 @@ impl ClientStatements {
             .and_then(|n| self.map.get(n));
         match stmt {
             Some(stmt) if !stmt_name.is_empty() => {
-                Self::ensure(stmt, server, batch, out);
+                Self::ensure(stmt, server, batch, limit, out);
                 put_message(
                     out,
                     frontend::tag::BIND,
@@ -229,11 +256,12 @@ impl ClientStatements {
         body: &[u8],
         server: &mut ServerStatements,
         batch: u64,
+        limit: usize,
         out: &mut BytesMut,
     ) {
         match self.statement_target(body) {
             Some(stmt) => {
-                Self::ensure(stmt, server, batch, out);
+                Self::ensure(stmt, server, batch, limit, out);
                 put_message(
                     out,
                     frontend::tag::DESCRIBE,
@@ -327,6 +355,49 @@ impl ServerStatements {
         self.prepared.clear();
     }
 
+    /// Marks `name` used now; whether the backend holds it.
+    fn touch(&mut self, name: &str) -> bool {
+        self.tick += 1;
+        let tick = self.tick;
+        self.prepared.get_mut(name).map(|h| h.used = tick).is_some()
+    }
+
+    /// Records `name` as held, used now.
+    fn hold(&mut self, name: Arc<str>, rest: Bytes) {
+        self.tick += 1;
+        let used = self.tick;
+        self.prepared.insert(name, Held { rest, used });
+    }
+
+    /// Before preparing one more: while the backend holds `cap` or more, closes the least
+    /// recently used statement (its CloseComplete swallowed). A linear scan, paid only when
+    /// the backend is full.
+    fn make_room(&mut self, cap: usize, batch: u64, out: &mut BytesMut) {
+        // At least one slot stays free for the statement being prepared.
+        let cap = cap.max(1);
+        while self.prepared.len() >= cap {
+            let Some(victim) = self
+                .prepared
+                .iter()
+                .min_by_key(|(_, h)| h.used)
+                .map(|(name, _)| name.clone())
+            else {
+                return;
+            };
+            let Some(held) = self.prepared.remove(&victim) else {
+                return;
+            };
+            put_close_statement(out, &victim);
+            self.pending.push_back(Pending {
+                tag: CLOSE_COMPLETE,
+                stmt: Some((victim, held.rest)),
+                swallow: true,
+                existed: false,
+                batch,
+            });
+        }
+    }
+
     /// A ParseComplete or CloseComplete arrived: whether the client should see it.
     pub fn on_complete(&mut self, tag: u8) -> bool {
         match self.pending.front() {
@@ -362,14 +433,14 @@ impl ServerStatements {
             match (p.tag, p.stmt) {
                 (PARSE_COMPLETE, Some((name, rest))) => {
                     if p.existed {
-                        self.prepared.insert(name, rest);
+                        self.hold(name, rest);
                     } else {
                         self.prepared.remove(&name);
                     }
                 }
                 (CLOSE_COMPLETE, Some((name, rest))) => {
                     // A skipped Close leaves the statement in place.
-                    self.prepared.insert(name, rest);
+                    self.hold(name, rest);
                 }
                 _ => {}
             }
@@ -447,7 +518,7 @@ mod tests {
         let mut s2 = ServerStatements::default();
         let b = bind_msg("", "q1");
         let mut out = BytesMut::new();
-        c.on_bind(&b, &b[5..], &mut s2, 1, &mut out);
+        c.on_bind(&b, &b[5..], &mut s2, 1, 100, &mut out);
         let sent = messages(out);
         assert_eq!(sent.iter().map(|m| m.0).collect::<Vec<_>>(), b"PB");
         assert!(
@@ -456,7 +527,7 @@ mod tests {
         );
         // Second Bind on the same backend: no Parse needed.
         let mut out = BytesMut::new();
-        c.on_bind(&b, &b[5..], &mut s2, 1, &mut out);
+        c.on_bind(&b, &b[5..], &mut s2, 1, 100, &mut out);
         assert_eq!(messages(out).len(), 1);
     }
 
@@ -494,7 +565,7 @@ mod tests {
         // The failed statement is re-sent on next use.
         let b = bind_msg("", "q");
         let mut out = BytesMut::new();
-        c.on_bind(&b, &b[5..], &mut s, 2, &mut out);
+        c.on_bind(&b, &b[5..], &mut s, 2, 100, &mut out);
         assert_eq!(messages(out).iter().map(|m| m.0).collect::<Vec<_>>(), b"PB");
     }
 
@@ -506,7 +577,7 @@ mod tests {
         assert_eq!(sent[0].1.first(), Some(&0u8), "unnamed stays unnamed");
         let b = bind_msg("", "never_prepared");
         let mut out = BytesMut::new();
-        c.on_bind(&b, &b[5..], &mut s, 0, &mut out);
+        c.on_bind(&b, &b[5..], &mut s, 0, 100, &mut out);
         assert_eq!(&out[..], &b[..]);
     }
 
@@ -532,6 +603,51 @@ mod tests {
         );
     }
 
+    /// The backend statement name a Parse body or a Close/Describe `S` body names.
+    fn named(tag: u8, body: &[u8]) -> &[u8] {
+        let body = if tag == b'P' { body } else { &body[1..] };
+        &body[..body.iter().position(|&b| b == 0).unwrap()]
+    }
+
+    #[test]
+    fn a_full_backend_closes_its_least_recently_used_statement() {
+        let (mut c1, mut c2) = (ClientStatements::default(), ClientStatements::default());
+        let mut s = ServerStatements::default();
+        let parse = |c: &mut ClientStatements, s: &mut ServerStatements, name: &str, sql: &str| {
+            let m = parse_msg(name, sql);
+            let mut out = BytesMut::new();
+            c.on_parse(&m, &m[5..], s, 0, 2, &mut out).unwrap();
+            messages(out)
+        };
+        let a = parse(&mut c1, &mut s, "a", "SELECT 'a'");
+        let b = parse(&mut c1, &mut s, "b", "SELECT 'b'");
+        let (a, b) = (named(b'P', &a[0].1).to_vec(), named(b'P', &b[0].1).to_vec());
+        // Use "a" again: "b" is now the least recently used.
+        let bind = bind_msg("", "a");
+        let mut out = BytesMut::new();
+        c1.on_bind(&bind, &bind[5..], &mut s, 0, 2, &mut out);
+        assert_eq!(messages(out).len(), 1, "a is held: Bind alone");
+        // Another client's statement on a backend capped at two: Close b, then Parse c.
+        let sent = parse(&mut c2, &mut s, "c", "SELECT 'c'");
+        assert_eq!(sent.iter().map(|m| m.0).collect::<Vec<_>>(), b"CP");
+        assert_eq!(named(b'C', &sent[0].1), b.as_slice());
+        assert_eq!(s.len(), 2);
+        // The answers: a's and b's ParseComplete (forwarded), b's CloseComplete (swallowed),
+        // c's ParseComplete (forwarded).
+        assert!(s.on_complete(PARSE_COMPLETE) && s.on_complete(PARSE_COMPLETE));
+        assert!(!s.on_complete(CLOSE_COMPLETE));
+        assert!(s.on_complete(PARSE_COMPLETE));
+        // c1 still has b: its next use prepares it again, evicting a (older than c).
+        let bind = bind_msg("", "b");
+        let mut out = BytesMut::new();
+        c1.on_bind(&bind, &bind[5..], &mut s, 1, 2, &mut out);
+        let sent = messages(out);
+        assert_eq!(sent.iter().map(|m| m.0).collect::<Vec<_>>(), b"CPB");
+        assert_eq!(named(b'C', &sent[0].1), a.as_slice());
+        assert_eq!(named(b'P', &sent[1].1), b.as_slice());
+        assert_eq!(s.len(), 2);
+    }
+
     #[test]
     fn garbage_never_panics() {
         let mut c = ClientStatements::default();
@@ -539,8 +655,8 @@ mod tests {
         for body in [&b""[..], b"\0", b"abc", b"S", b"Sx", b"S\0", b"a\0b"] {
             let mut out = BytesMut::new();
             let _ = c.on_parse(body, body, &mut s, 0, 10, &mut out);
-            c.on_bind(body, body, &mut s, 0, &mut out);
-            c.on_describe(body, body, &mut s, 0, &mut out);
+            c.on_bind(body, body, &mut s, 0, 10, &mut out);
+            c.on_describe(body, body, &mut s, 0, 10, &mut out);
             c.on_close(body, body, &mut s, 0, &mut out);
         }
     }

@@ -171,15 +171,24 @@ impl Relay<'_> {
                     return Err(no_backend());
                 };
                 let out = &mut self.out;
+                let limit = self.live.max_prepared_statements;
                 match tag {
-                    frontend::tag::BIND => {
-                        self.statements
-                            .on_bind(msg, body, &mut server.statements, batch, out)
-                    }
-                    frontend::tag::DESCRIBE => {
-                        self.statements
-                            .on_describe(msg, body, &mut server.statements, batch, out)
-                    }
+                    frontend::tag::BIND => self.statements.on_bind(
+                        msg,
+                        body,
+                        &mut server.statements,
+                        batch,
+                        limit,
+                        out,
+                    ),
+                    frontend::tag::DESCRIBE => self.statements.on_describe(
+                        msg,
+                        body,
+                        &mut server.statements,
+                        batch,
+                        limit,
+                        out,
+                    ),
                     _ => self
                         .statements
                         .on_close(msg, body, &mut server.statements, batch, out),
