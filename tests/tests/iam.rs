@@ -287,6 +287,54 @@ async fn every_bad_token_is_refused_with_the_failing_check_and_no_backend_connec
             "signed for service \"s3\", not rds-db",
         ),
         (
+            "from the future, just past the clock skew (300 s)",
+            APP_USER,
+            token_at(APP_KEY, &endpoint(), REGION, APP_USER, t + 330),
+            "28P01",
+            "from_future",
+            "in the future",
+        ),
+        (
+            "wrong action",
+            APP_USER,
+            good.replace("Action=connect", "Action=connecx"),
+            "28P01",
+            "wrong_action",
+            "RDS auth tokens say Action=connect",
+        ),
+        (
+            "wrong algorithm",
+            APP_USER,
+            good.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512"),
+            "28P01",
+            "wrong_algorithm",
+            "only AWS4-HMAC-SHA256 (SigV4) is accepted",
+        ),
+        (
+            "wrong signed headers",
+            APP_USER,
+            good.replace("X-Amz-SignedHeaders=host", "X-Amz-SignedHeaders=host%3Bx-amz-date"),
+            "28P01",
+            "wrong_signed_headers",
+            "RDS auth tokens sign exactly \"host\"",
+        ),
+        (
+            "over the token length limit (8 KiB)",
+            APP_USER,
+            format!("{good}&X-Pad={}", "a".repeat(10_000)),
+            "28P01",
+            "too_long",
+            "over the limit of 8192",
+        ),
+        (
+            "longer than any login message (16 KiB)",
+            APP_USER,
+            format!("{good}&X-Pad={}", "a".repeat(20_000)),
+            "28P01",
+            "too_long",
+            "longer than any RDS IAM auth token",
+        ),
+        (
             "tampered signature",
             APP_USER,
             flip_last(&good),
@@ -438,8 +486,13 @@ async fn every_bad_token_is_refused_with_the_failing_check_and_no_backend_connec
         cases.len() as f64 + 1.0
     );
 
-    // And the good token still works.
+    // And the good token still works, as does one dated ahead within the clock skew.
     assert_eq!(current_user(&env, APP_USER, &good).await.unwrap(), APP_USER);
+    let ahead = token_at(APP_KEY, &endpoint(), REGION, APP_USER, now() + 240);
+    assert_eq!(
+        current_user(&env, APP_USER, &ahead).await.unwrap(),
+        APP_USER
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,6 +540,19 @@ async fn enabled_mode_takes_tokens_or_auth_file_passwords() {
     // Plain TCP: passwords go through SCRAM as without IAM.
     let c = env.connect().await.unwrap();
     assert_eq!(scalar(&c, "SELECT current_user").await.unwrap(), APP_USER);
+    // A token over plain TCP fails as a password, and the hint says why.
+    let plain = env
+        .pg_config(APP_USER, &tok)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a token is not a SCRAM password");
+    let db = plain.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "28P01");
+    assert!(
+        db.hint().is_some_and(|h| h.contains("sslmode=require")),
+        "{db:?}"
+    );
     let page = metrics(&env).await;
     assert_eq!(iam_count(&page, "success", "local"), 1.0, "{page}");
     assert_eq!(iam_count(&page, "failure", "wrong_user"), 1.0, "{page}");
@@ -498,8 +564,10 @@ async fn enabled_mode_takes_tokens_or_auth_file_passwords() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegate_mode_asks_the_database_once_per_token_and_passes_its_refusal_on() {
     init();
+    // delegate sends clients' tokens upstream: only over TLS (verify-full to "localhost").
     let env = Env::start(EnvOptions {
         client_tls: true,
+        backend_tls: true,
         extra: RawConfig {
             iam_auth: Some("required".into()),
             iam_verifier: Some("delegate".into()),
@@ -511,7 +579,7 @@ async fn delegate_mode_asks_the_database_once_per_token_and_passes_its_refusal_o
     .await
     .unwrap();
     // Tokens are signed for the database's endpoint, which Tollgate's upstream names.
-    let db_endpoint = format!("127.0.0.1:{}", env.pg.port());
+    let db_endpoint = format!("localhost:{}", env.pg.port());
     let user = "iam_user";
     let t = now();
     let tok = token_at(APP_KEY, &db_endpoint, REGION, user, t);
@@ -557,6 +625,10 @@ async fn delegate_mode_asks_the_database_once_per_token_and_passes_its_refusal_o
         message.contains("refused the IAM auth token")
             && message.contains("password authentication failed"),
         "{message}"
+    );
+    assert!(
+        !message.contains(&env.pg.port().to_string()),
+        "the database's address is for the log, not for clients: {message}"
     );
     // Checks that need no secret still come first: no database login for these.
     let wrong_endpoint = token_at(APP_KEY, &endpoint(), REGION, user, t);

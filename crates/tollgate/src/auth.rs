@@ -3,7 +3,7 @@
 //! (`session/authenticate.rs`); this decides it. New verifiers (IAM tokens) are new `Plan`s.
 
 use crate::backend::Credential;
-use crate::pool::global::lock;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -107,11 +107,16 @@ impl Authenticator {
 }
 
 /// Whether `password`, sent in cleartext (under `iam_auth = enabled`, over TLS), is the one
-/// behind `secret`. Constant-time compares; a SCRAM verifier is recomputed from the password
-/// with its own salt and iteration count (PBKDF2: run it off the async threads).
+/// behind `secret`. Constant-time compares (plain passwords by their SHA-256, so not even the
+/// length shows); a SCRAM verifier is recomputed from the password with its own salt and
+/// iteration count (PBKDF2: run it off the async threads).
 pub fn check_cleartext(secret: &Secret, user: &str, password: &str) -> bool {
+    use sha2::{Digest, Sha256};
     match secret {
-        Secret::Plain(p) => ct_eq(p.as_bytes(), password.as_bytes()),
+        Secret::Plain(p) => ct_eq(
+            &Sha256::digest(p.as_bytes()),
+            &Sha256::digest(password.as_bytes()),
+        ),
         Secret::Md5(stored) => ct_eq(stored.as_bytes(), md5_stored(password, user).as_bytes()),
         Secret::Scram(v) => {
             let derived = ScramVerifier::from_password(password, &v.salt, v.iterations);

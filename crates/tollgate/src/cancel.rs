@@ -4,7 +4,7 @@
 //! and the requester learns nothing either way (the connection just closes, as PostgreSQL does).
 
 use crate::backend::CancelTarget;
-use crate::pool::global::lock;
+use crate::sync::lock;
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

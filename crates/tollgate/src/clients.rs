@@ -2,7 +2,7 @@
 //! `KILL`. The session updates its entry's state as it borrows and releases backends.
 
 use crate::pin::PinReason;
-use crate::pool::global::lock;
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};

@@ -23,6 +23,7 @@ pub mod status;
 
 pub mod metrics;
 pub mod stream;
+mod sync;
 pub mod tls;
 
 pub use config::Config;

@@ -29,8 +29,8 @@ pub(crate) fn shown(s: &str) -> String {
 pub enum IamError {
     /// The token is longer than the configured bound (checked before anything else is read).
     #[error(
-        "IAM auth token is {len} bytes, over the limit of {max}; \
-         raise the IAM token size limit if your session tokens are that long"
+        "IAM auth token is {len} bytes, over the limit of {max} (real tokens, even with a \
+         session token, are a few KiB); send the token exactly as the AWS SDK returns it"
     )]
     TooLong {
         /// Length of the token received.

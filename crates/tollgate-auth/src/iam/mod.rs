@@ -27,4 +27,4 @@ pub use self::keys::{KeyStore, TrustedKey};
 pub use self::policy::{Decision, Policy};
 pub use self::signature::{expected_signature, verify_signature};
 pub use self::token::{Credential, ParsedToken, MAX_TOKEN_LEN};
-pub use self::verifier::{token_cache_key, LocalVerifier, Verified};
+pub use self::verifier::{precheck, token_cache_key, LocalVerifier, Verified};

@@ -24,6 +24,20 @@ pub struct Verified {
     pub principal: Option<String>,
 }
 
+/// Every check that needs no secret, on the token's text: it parses (within the length bound)
+/// and says the expected algorithm, service, action, region, endpoint, user and time. Both
+/// verifiers run this first, so a bad token costs no signature work and no database login.
+pub fn precheck(
+    token: &str,
+    expect: &Expectations,
+    startup_user: &str,
+    now_unix: i64,
+) -> Result<ParsedToken, IamError> {
+    let parsed = ParsedToken::parse(token, expect.max_token_len)?;
+    check(&parsed, expect, startup_user, now_unix)?;
+    Ok(parsed)
+}
+
 /// Verifies tokens against trusted keys held by the proxy, without asking AWS.
 #[derive(Debug, Clone)]
 pub struct LocalVerifier {
@@ -45,8 +59,7 @@ impl LocalVerifier {
         startup_user: &str,
         now_unix: i64,
     ) -> Result<Verified, IamError> {
-        let parsed = ParsedToken::parse(token, self.expect.max_token_len)?;
-        check(&parsed, &self.expect, startup_user, now_unix)?;
+        let parsed = precheck(token, &self.expect, startup_user, now_unix)?;
 
         let access_key_id = &parsed.credential().access_key_id;
         let key = self

@@ -9,9 +9,9 @@
 //! the files and applies the plan.
 
 use crate::config::{Config, ConfigError, ConfigSource};
-use crate::pool::global::lock;
 use crate::pool::PoolSettings;
 use crate::server::Shared;
+use crate::sync::lock;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -46,6 +46,10 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
     (
         "backend_iam_region",
         "Tollgate's AWS credential chain is set up at start",
+    ),
+    (
+        "iam_allow_plaintext",
+        "lifting IAM's TLS rules (tests only) must be a deliberate restart",
     ),
 ];
 
@@ -150,6 +154,7 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
     next.admin_listen = old.admin_listen;
     next.log_format = old.log_format;
     next.iam.backend_region = old.iam.backend_region.clone();
+    next.iam.allow_plaintext = old.iam.allow_plaintext;
     // require_tls on with no TLS to offer would refuse every client.
     let require_tls_refused = next.require_tls && next.tls.is_none();
     if require_tls_refused {
@@ -415,8 +420,9 @@ mod tests {
             if same.contains(key) {
                 continue;
             }
-            // require_tls is refused here because TLS itself cannot be turned on live.
-            if reloadable(key) && *key != "require_tls" {
+            // require_tls and iam_auth are refused here because TLS itself cannot be turned
+            // on live (nor iam_allow_plaintext, which would excuse it).
+            if reloadable(key) && *key != "require_tls" && *key != "iam_auth" {
                 assert_eq!(now, want, "{key} should apply live");
             } else {
                 assert_eq!(now, was, "{key} should keep its value until restart");

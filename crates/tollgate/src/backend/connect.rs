@@ -165,12 +165,41 @@ impl Connector {
         }
     }
 
-    async fn connect_inner(
+    /// Logs in as `user` with `cred` and stops at AuthenticationOk, within the connect
+    /// timeout, then closes the connection: whether the database accepts the credential,
+    /// and nothing else (the delegate IAM verifier's question). What the server says after
+    /// AuthenticationOk, such as a missing database or too many connections, is not about
+    /// the credential and is not waited for.
+    pub async fn check_login(
         &self,
         user: &str,
         database: &str,
         cred: &Credential,
-        init_query: Option<&str>,
+    ) -> Result<(), BackendError> {
+        let timeout = self.timeout();
+        let checking = async {
+            let mut conn = self.open_logged_in(user, database, cred).await?;
+            let mut out = BytesMut::new();
+            build::terminate(&mut out);
+            // Best effort: the server ends the session when the socket closes anyway.
+            let _ = conn.write_all(&out).await;
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, checking).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout {
+                addr: self.addr(),
+                secs: timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// TCP, TLS by sslmode, StartupMessage, and the login up to AuthenticationOk.
+    async fn open_logged_in(
+        &self,
+        user: &str,
+        database: &str,
+        cred: &Credential,
     ) -> Result<ServerConn, BackendError> {
         let stream = self.open_stream().await?;
         let now = Instant::now();
@@ -201,6 +230,17 @@ impl Connector {
             cred,
         )
         .await?;
+        Ok(conn)
+    }
+
+    async fn connect_inner(
+        &self,
+        user: &str,
+        database: &str,
+        cred: &Credential,
+        init_query: Option<&str>,
+    ) -> Result<ServerConn, BackendError> {
+        let mut conn = self.open_logged_in(user, database, cred).await?;
         // Parameters, key, then ReadyForQuery.
         loop {
             let msg = conn.read_message().await?;

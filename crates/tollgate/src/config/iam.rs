@@ -90,8 +90,18 @@ pub struct IamConfig {
     pub backend_region: Option<String>,
 }
 
-/// The longest clock skew allowed: a token lives at most 900 s.
-const MAX_CLOCK_SKEW_SECS: u64 = 900;
+/// The longest clock skew allowed. A token dated this far ahead stays usable for the skew plus
+/// its 900 s, so the bound keeps a stolen token's life short; NTP keeps real skew to seconds.
+const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// Whether `mode` keeps IAM auth tokens sent upstream (backend_iam's own, delegate's clients')
+/// off plain TCP: `prefer` falls back to plain TCP when the server declines TLS.
+fn upstream_tls_always(mode: SslMode) -> bool {
+    matches!(
+        mode,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    )
+}
 
 impl IamConfig {
     /// Validates the IAM settings of `raw`; `tls` says whether client TLS is configured.
@@ -131,7 +141,9 @@ impl IamConfig {
             return Err(invalid(
                 "iam_clock_skew",
                 format!(
-                    "{clock_skew} s is more than {MAX_CLOCK_SKEW_SECS} s, a token's whole lifetime"
+                    "{clock_skew} s is more than {MAX_CLOCK_SKEW_SECS} s: a token dated that far \
+                     ahead would stay usable for the skew plus 15 minutes; fix the clocks (NTP) \
+                     instead"
                 ),
             ));
         }
@@ -216,6 +228,14 @@ impl IamConfig {
                     if endpoints.is_empty() {
                         endpoints.push(Endpoint::new(&token_host(&upstream.host), upstream.port));
                     }
+                    if !upstream_tls_always(upstream.sslmode) && !allow_plaintext {
+                        return Err(invalid(
+                            "iam_verifier",
+                            "delegate sends each client's IAM auth token to the database as a \
+                             cleartext password: set sslmode=verify-full (or at least require) \
+                             in upstream",
+                        ));
+                    }
                 }
             }
         }
@@ -231,10 +251,11 @@ impl IamConfig {
                     ))
                 }
             };
-            if upstream.sslmode == SslMode::Disable && !allow_plaintext {
+            if !upstream_tls_always(upstream.sslmode) && !allow_plaintext {
                 return Err(invalid(
                     "backend_iam",
-                    "sends IAM auth tokens as cleartext passwords: set sslmode=require or stronger in upstream",
+                    "sends IAM auth tokens as cleartext passwords: set sslmode=verify-full (or \
+                     at least require) in upstream",
                 ));
             }
             Some(region)
@@ -477,9 +498,35 @@ mod tests {
         assert!(e.contains("`iam_keys_file`"), "{e}");
         let e = err(RawConfig {
             iam_policy_file: Some("p".into()),
-            ..raw
+            ..raw.clone()
         });
         assert!(e.contains("`iam_policy_file`"), "{e}");
+        // Clients' tokens go to the database: never where TLS may be skipped.
+        for mode in ["disable", "prefer"] {
+            let e = err(RawConfig {
+                upstream: Some(format!("postgres://db.example.com:5432/?sslmode={mode}")),
+                ..raw.clone()
+            });
+            assert!(
+                e.contains("`iam_verifier`") && e.contains("verify-full"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn clock_skew_is_at_most_five_minutes() {
+        let c = Config::validate(RawConfig {
+            iam_clock_skew: Some(300),
+            ..local()
+        })
+        .unwrap();
+        assert_eq!(c.iam.clock_skew.as_secs(), 300);
+        let e = err(RawConfig {
+            iam_clock_skew: Some(301),
+            ..local()
+        });
+        assert!(e.contains("`iam_clock_skew`") && e.contains("NTP"), "{e}");
     }
 
     #[test]
@@ -503,13 +550,15 @@ mod tests {
             ..base()
         });
         assert!(e.contains("`backend_iam_region`"), "{e}");
-        let e = err(RawConfig {
-            backend_iam: Some(true),
-            backend_iam_region: Some("us-west-2".into()),
-            upstream: Some("postgres://db:5432/?sslmode=disable".into()),
-            ..base()
-        });
-        assert!(e.contains("`backend_iam`"), "{e}");
+        for mode in ["disable", "prefer"] {
+            let e = err(RawConfig {
+                backend_iam: Some(true),
+                backend_iam_region: Some("us-west-2".into()),
+                upstream: Some(format!("postgres://db:5432/?sslmode={mode}")),
+                ..base()
+            });
+            assert!(e.contains("`backend_iam`"), "{e}");
+        }
     }
 
     #[test]

@@ -5,13 +5,17 @@
 //! A token the database accepts is remembered by its SHA-256 (never the token itself) until it
 //! expires, so a burst of clients re-using one token (Lambda) costs one database login: the
 //! first client checks, the others wait for its verdict. Refusals are not remembered, so a
-//! transient failure does not stick. The checking connection is closed once it has logged in,
-//! not put in the pool: the pool counts every connection it holds against `pool_size` and the
-//! global cap, and a check must never push a pool past its bounds. At most `max_checks` checks
-//! run at once; each is bounded by `server_connect_timeout`.
+//! transient failure does not stick, and a check whose every waiter went away (client gone,
+//! login timeout) leaves nothing behind: only accepted tokens stay in the cache, so forged
+//! tokens cannot crowd genuine ones out. The check stops at the database's AuthenticationOk
+//! (what happens after, such as a missing database or a full server, says nothing about the
+//! token) and closes the connection; it never joins the pool, which counts every connection
+//! it holds against `pool_size` and the global cap. At most `max_checks` checks run at once;
+//! each is bounded by `server_connect_timeout`.
 
 use super::Refusal;
 use crate::backend::{BackendError, Connector, Credential};
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,9 +32,16 @@ struct Entry {
     verdict: Arc<OnceCell<Verdict>>,
 }
 
+/// The cache and when expired entries were last swept out.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<[u8; 32], Entry>,
+    swept_at: i64,
+}
+
 /// Verdicts on tokens, by the SHA-256 of the token's text, each until its token expires.
 pub struct DelegateVerifier {
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: Mutex<Entries>,
     capacity: AtomicUsize,
     checks: Semaphore,
 }
@@ -39,7 +50,7 @@ impl DelegateVerifier {
     /// A cache of at most `capacity` verdicts; at most `max_checks` database logins at once.
     pub fn new(capacity: usize, max_checks: usize) -> Self {
         DelegateVerifier {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             capacity: AtomicUsize::new(capacity),
             checks: Semaphore::new(max_checks.max(1)),
         }
@@ -50,9 +61,9 @@ impl DelegateVerifier {
         self.capacity.store(capacity, Ordering::Relaxed);
     }
 
-    /// Verdicts held now.
+    /// Entries held now (accepted tokens, and checks in flight).
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.entries).map.len()
     }
 
     /// Whether no verdict is held.
@@ -75,7 +86,16 @@ impl DelegateVerifier {
         Fut: Future<Output = Verdict>,
     {
         let key = token_cache_key(token);
-        let cell = self.cell(key, valid_until, now_unix);
+        // Dropped when this login finishes or is abandoned: removes the entry unless it ends
+        // up holding an acceptance.
+        let waiter = Waiter {
+            owner: self,
+            key,
+            cell: Some(self.cell(key, valid_until, now_unix)),
+        };
+        let Some(cell) = waiter.cell.as_ref() else {
+            return Err(Refusal::DatabaseUnavailable); // unreachable: set just above
+        };
         let mut ran = false;
         let verdict = cell
             .get_or_init(|| async {
@@ -85,36 +105,29 @@ impl DelegateVerifier {
             })
             .await
             .clone();
-        if verdict.is_err() {
-            // Forget refusals (and failures to reach the database): a retry checks again.
-            let mut entries = lock(&self.entries);
-            if entries
-                .get(&key)
-                .is_some_and(|e| Arc::ptr_eq(&e.verdict, &cell))
-            {
-                entries.remove(&key);
-            }
-        }
+        drop(waiter);
         verdict.map(|()| !ran)
     }
 
-    /// The shared cell for `key`, created if absent or expired. When the cache is full of
-    /// unexpired verdicts the cell is not kept: the check runs, uncached.
+    /// The shared cell for `key`, created if absent or expired. When the cache is full the
+    /// cell is not kept: the check runs, uncached.
     fn cell(&self, key: [u8; 32], until: i64, now: i64) -> Arc<OnceCell<Verdict>> {
         let mut entries = lock(&self.entries);
-        if let Some(e) = entries.get(&key) {
+        if let Some(e) = entries.map.get(&key) {
             if e.until > now {
                 return e.verdict.clone();
             }
-            entries.remove(&key);
+            entries.map.remove(&key);
         }
         let capacity = self.capacity.load(Ordering::Relaxed);
-        if entries.len() >= capacity {
-            entries.retain(|_, e| e.until > now);
+        // Full: sweep out expired entries, at most once a second (a full scan).
+        if entries.map.len() >= capacity && entries.swept_at < now {
+            entries.map.retain(|_, e| e.until > now);
+            entries.swept_at = now;
         }
         let verdict = Arc::new(OnceCell::new());
-        if entries.len() < capacity {
-            entries.insert(
+        if entries.map.len() < capacity {
+            entries.map.insert(
                 key,
                 Entry {
                     until,
@@ -126,8 +139,41 @@ impl DelegateVerifier {
     }
 }
 
-/// Logs in to the database as `user` with `token` as the password: what Aurora does with it is
-/// the verdict. The connection is closed straight after.
+/// One login waiting on a token's cell. Every clone of a cell is made or dropped under the
+/// cache's lock, so when the last waiter leaves, the count is exact: an entry without an
+/// acceptance (a refusal, a failure, or a check nobody waits for any more) is removed.
+struct Waiter<'a> {
+    owner: &'a DelegateVerifier,
+    key: [u8; 32],
+    cell: Option<Arc<OnceCell<Verdict>>>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut entries = lock(&self.owner.entries);
+        let Some(mine) = self.cell.take() else { return };
+        let Some(entry) = entries.map.get(&self.key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&entry.verdict, &mine) {
+            return; // replaced (expired and checked anew): not ours to judge
+        }
+        drop(mine);
+        let remove = match entry.verdict.get() {
+            Some(Ok(())) => false,
+            // Refusals and failures to reach the database: a retry checks again.
+            Some(Err(_)) => true,
+            // Unsettled and only the cache holds it: every waiter gave up.
+            None => Arc::strong_count(&entry.verdict) == 1,
+        };
+        if remove {
+            entries.map.remove(&self.key);
+        }
+    }
+}
+
+/// Logs in to the database as `user` with `token` as the password, up to AuthenticationOk:
+/// what Aurora does with it is the verdict. The connection is closed straight after.
 pub async fn check_with_database(
     connector: &Connector,
     token: &str,
@@ -136,34 +182,24 @@ pub async fn check_with_database(
 ) -> Verdict {
     let database = connector.database_for(database);
     match connector
-        .connect(user, database, &Credential::Password(token.to_string()))
+        .check_login(user, database, &Credential::Password(token.to_string()))
         .await
     {
-        Ok(conn) => {
-            tokio::spawn(conn.terminate());
-            Ok(())
+        Ok(()) => Ok(()),
+        Err(BackendError::LoginRefused { fields, .. }) => {
+            tracing::info!(user, database = connector.addr(), message = %fields.message,
+                "the database refused a client's IAM auth token");
+            Err(Refusal::DatabaseRefused {
+                user: user.to_string(),
+                server_message: fields.message,
+            })
         }
-        Err(BackendError::LoginRefused { fields, .. }) => Err(Refusal {
-            sqlstate: "28P01",
-            reason: "database_refused",
-            message: format!(
-                "the database at {} refused the IAM auth token: {}; generate the token for \
-                 that endpoint and region, and check that the IAM identity may rds-db:connect \
-                 as {user:?} and that the user has the rds_iam role",
-                connector.addr(),
-                fields.message
-            ),
-        }),
-        Err(e) => Err(Refusal {
-            sqlstate: "08001",
-            reason: "database_unavailable",
-            message: format!("could not check the IAM auth token with the database: {e}"),
-        }),
+        Err(e) => {
+            tracing::warn!(user, database = connector.addr(), error = %e,
+                "could not check a client's IAM auth token with the database");
+            Err(Refusal::DatabaseUnavailable)
+        }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -172,11 +208,69 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     fn refused() -> Refusal {
-        Refusal {
-            sqlstate: "28P01",
-            reason: "database_refused",
-            message: "no".into(),
+        Refusal::DatabaseRefused {
+            user: "app".into(),
+            server_message: "no".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_check_leaves_nothing_behind() {
+        let v = DelegateVerifier::new(10, 2);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let login = v.verify("forged", 1000, 100, || async {
+            let _ = started_tx.send(());
+            std::future::pending::<Verdict>().await
+        });
+        // The client goes away (disconnect, login timeout) once the check is running.
+        tokio::select! {
+            _ = login => unreachable!("the check never finishes"),
+            _ = started_rx => {}
+        }
+        assert!(
+            v.is_empty(),
+            "an unfinished check must not hold a cache slot"
+        );
+        // And the token is checked afresh next time.
+        assert_eq!(
+            v.verify("forged", 1000, 101, || async { Ok(()) }).await,
+            Ok(false)
+        );
+        assert_eq!(v.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_leaving_does_not_cancel_the_others_check() {
+        let v = Arc::new(DelegateVerifier::new(10, 2));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let first = {
+            let (v, mut gate) = (v.clone(), gate.clone());
+            tokio::spawn(async move {
+                v.verify("shared", 1000, 100, || async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok(())
+                })
+                .await
+            })
+        };
+        // A second login on the same token joins, then gives up.
+        while v.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let second = v.verify("shared", 1000, 100, || async { Err(refused()) });
+        tokio::select! {
+            biased;
+            _ = second => unreachable!("the check is still running"),
+            _ = tokio::task::yield_now() => {}
+        }
+        assert_eq!(v.len(), 1, "the first login still waits on the check");
+        release.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(false));
+        assert_eq!(
+            v.verify("shared", 1000, 101, || async { Err(refused()) })
+                .await,
+            Ok(true)
+        );
     }
 
     #[tokio::test]

@@ -13,8 +13,8 @@ use crate::config::{IamConfig, IamMode, IamVerifierKind};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_auth::iam::{
-    check, DbResource, Expectations, IamError, KeyStore, KeysFileError, LocalVerifier, ParsedToken,
-    Policy, PolicyError,
+    precheck, DbResource, Expectations, IamError, KeyStore, KeysFileError, LocalVerifier, Policy,
+    PolicyError,
 };
 
 /// Why the trusted keys or the policy could not be loaded.
@@ -38,47 +38,77 @@ pub enum IamLoadError {
     },
 }
 
-/// A token refused, or a login refused under `iam_auth`: what the client is told and the
-/// label it is counted and logged under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// `28P01` for bad, stale or forged tokens; `28000` for what policy or settings forbid.
-    pub sqlstate: &'static str,
-    /// A fixed label for metrics and logs (`expired`, `wrong_user`, `signature_mismatch`, ...).
-    pub reason: &'static str,
-    /// Which check failed and what to do; never quotes the signature or a secret.
-    pub message: String,
+/// A token refused, or a login refused under `iam_auth`. Its SQLSTATE, metric/log label and
+/// client message are decided here, once: `28P01` for bad, stale or forged tokens; `28000` for
+/// what policy or settings forbid. Messages never quote the signature or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A check of the token itself failed (parse, pre-signature checks, signature, policy).
+    #[error("{0}")]
+    Token(IamError),
+    /// `iam_auth = required` and the client did not start TLS.
+    #[error("IAM authentication requires TLS; connect with sslmode=require")]
+    TlsRequired,
+    /// `iam_auth = required` and the password is not an IAM auth token.
+    #[error(
+        "this Tollgate requires IAM authentication (iam_auth = required): send an RDS IAM auth \
+         token as the password (aws rds generate-db-auth-token, or your AWS SDK's RDS auth \
+         token generator)"
+    )]
+    NotAToken,
+    /// delegate: the database refused the token (its own message).
+    #[error(
+        "the database refused the IAM auth token: {server_message}; generate the token for the \
+         endpoint and region Tollgate delegates to, and check that the IAM identity may \
+         rds-db:connect as {user:?} and that the user has the rds_iam role"
+    )]
+    DatabaseRefused {
+        /// The login's user.
+        user: String,
+        /// The database's message.
+        server_message: String,
+    },
+    /// delegate: the database could not be asked (down, timeout, TLS failure).
+    #[error("could not check the IAM auth token with the database; try again shortly")]
+    DatabaseUnavailable,
+    /// The password message was longer than any login message may be.
+    #[error(
+        "the password is over {limit} bytes, longer than any RDS IAM auth token; send the \
+         token itself"
+    )]
+    TooLong {
+        /// The login message limit, bytes.
+        limit: usize,
+    },
 }
 
 impl From<IamError> for Refusal {
     fn from(e: IamError) -> Self {
-        Refusal {
-            sqlstate: e.sqlstate(),
-            reason: e.reason(),
-            message: e.to_string(),
-        }
+        Refusal::Token(e)
     }
 }
 
 impl Refusal {
-    /// `iam_auth = required` and the client did not start TLS.
-    pub fn plaintext() -> Self {
-        Refusal {
-            sqlstate: "28000",
-            reason: "tls_required",
-            message: "IAM authentication requires TLS; connect with sslmode=require".into(),
+    /// `28P01` for bad, stale or forged tokens; `28000` for what policy or settings forbid;
+    /// `08001` when the database could not be asked.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Refusal::Token(e) => e.sqlstate(),
+            Refusal::TlsRequired | Refusal::NotAToken => "28000",
+            Refusal::DatabaseRefused { .. } | Refusal::TooLong { .. } => "28P01",
+            Refusal::DatabaseUnavailable => "08001",
         }
     }
 
-    /// `iam_auth = required` and the password is not an IAM auth token.
-    pub fn not_a_token() -> Self {
-        Refusal {
-            sqlstate: "28000",
-            reason: "not_a_token",
-            message: "this Tollgate requires IAM authentication (iam_auth = required): send an \
-                      RDS IAM auth token as the password (aws rds generate-db-auth-token, or \
-                      your AWS SDK's RDS auth token generator)"
-                .into(),
+    /// A fixed label for metrics and logs (`expired`, `wrong_user`, `signature_mismatch`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Token(e) => e.reason(),
+            Refusal::TlsRequired => "tls_required",
+            Refusal::NotAToken => "not_a_token",
+            Refusal::DatabaseRefused { .. } => "database_refused",
+            Refusal::DatabaseUnavailable => "database_unavailable",
+            Refusal::TooLong { .. } => "too_long",
         }
     }
 }
@@ -241,8 +271,7 @@ impl ClientIam {
                 })
                 .map_err(Refusal::from),
             Verifier::Delegate(expect) => {
-                let parsed = ParsedToken::parse(token, expect.max_token_len)?;
-                check(&parsed, expect, user, now_unix)?;
+                let parsed = precheck(token, expect, user, now_unix)?;
                 let valid_until = parsed
                     .amz_date_unix()
                     .saturating_add(i64::try_from(parsed.expires_secs()).unwrap_or(0));
@@ -342,7 +371,10 @@ mod tests {
             "local"
         );
         let refused = verify_local(&state, &token("app"), "other").unwrap_err();
-        assert_eq!((refused.sqlstate, refused.reason), ("28P01", "wrong_user"));
+        assert_eq!(
+            (refused.sqlstate(), refused.reason()),
+            ("28P01", "wrong_user")
+        );
 
         // The policy names this proxy's resource ARN, built from the account and proxy ids.
         let state = IamState::load(&config(
@@ -355,7 +387,7 @@ mod tests {
         .unwrap();
         let refused = verify_local(&state, &token("app"), "app").unwrap_err();
         assert_eq!(
-            (refused.sqlstate, refused.reason),
+            (refused.sqlstate(), refused.reason()),
             ("28000", "policy_denied")
         );
     }
@@ -392,11 +424,24 @@ mod tests {
 
     #[test]
     fn refusals_for_settings_say_what_to_do() {
-        let p = Refusal::plaintext();
-        assert_eq!((p.sqlstate, p.reason), ("28000", "tls_required"));
-        assert!(p.message.contains("sslmode=require"));
-        let n = Refusal::not_a_token();
-        assert_eq!((n.sqlstate, n.reason), ("28000", "not_a_token"));
-        assert!(n.message.contains("generate-db-auth-token"));
+        let p = Refusal::TlsRequired;
+        assert_eq!((p.sqlstate(), p.reason()), ("28000", "tls_required"));
+        assert!(p.to_string().contains("sslmode=require"));
+        let n = Refusal::NotAToken;
+        assert_eq!((n.sqlstate(), n.reason()), ("28000", "not_a_token"));
+        assert!(n.to_string().contains("generate-db-auth-token"));
+        let d = Refusal::DatabaseRefused {
+            user: "app".into(),
+            server_message: "PAM authentication failed for user \"app\"".into(),
+        };
+        assert_eq!((d.sqlstate(), d.reason()), ("28P01", "database_refused"));
+        assert!(d.to_string().contains("rds_iam") && d.to_string().contains("PAM"));
+        let u = Refusal::DatabaseUnavailable;
+        assert_eq!(
+            (u.sqlstate(), u.reason()),
+            ("08001", "database_unavailable")
+        );
+        let t = Refusal::TooLong { limit: 16384 };
+        assert_eq!((t.sqlstate(), t.reason()), ("28P01", "too_long"));
     }
 }

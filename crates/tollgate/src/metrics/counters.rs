@@ -78,21 +78,21 @@ impl Stats {
     /// Counts a refused client under `reason`.
     pub fn setup_failed(&self, reason: &'static str) {
         self.clients_setup_failed.inc();
-        *crate::pool::global::lock(&self.setup_failures)
+        *crate::sync::lock(&self.setup_failures)
             .entry(reason)
             .or_insert(0) += 1;
     }
 
     /// Counts an accepted IAM auth token.
     pub fn iam_succeeded(&self, how: &'static str) {
-        *crate::pool::global::lock(&self.iam_successes)
+        *crate::sync::lock(&self.iam_successes)
             .entry(how)
             .or_insert(0) += 1;
     }
 
     /// Counts a refused IAM login under the check that failed.
     pub fn iam_failed(&self, reason: &'static str) {
-        *crate::pool::global::lock(&self.iam_failures)
+        *crate::sync::lock(&self.iam_failures)
             .entry(reason)
             .or_insert(0) += 1;
     }

@@ -1,7 +1,7 @@
 //! Latency histograms (HdrHistogram, microseconds, 2 significant digits: 1 % precision in
 //! about 20 KB each), behind a mutex held only for one record or one snapshot.
 
-use crate::pool::global::lock;
+use crate::sync::lock;
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
 use std::time::Duration;

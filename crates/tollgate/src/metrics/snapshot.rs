@@ -4,8 +4,8 @@
 
 use super::{LatencySnapshot, Stats};
 use crate::pin::PinReason;
-use crate::pool::global::lock;
 use crate::pool::{Pool, Pools};
+use crate::sync::lock;
 
 /// Most pools exported one by one. Each pool adds about 30 series labelled by (user,
 /// database); past this many, a scrape would grow without bound with the number of users and

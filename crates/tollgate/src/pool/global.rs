@@ -2,6 +2,7 @@
 //! MaxIdleConnectionsPercent, as a share of the server's max_connections).
 
 use super::Pool;
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Weak};
@@ -35,12 +36,6 @@ impl Default for Global {
             available: std::sync::atomic::AtomicBool::new(true),
         }
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the counters stay
-/// meaningful: every update is a single assignment).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Global {

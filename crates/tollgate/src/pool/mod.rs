@@ -17,7 +17,7 @@ pub use slot::Slot;
 use crate::backend::{Connector, Credential, ServerConn};
 use crate::metrics::{Gauge, PoolStats};
 use crate::params::ParamSet;
-use global::lock;
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};

@@ -8,11 +8,13 @@ use super::error::SessionError;
 use crate::auth::{backend_credential, check_cleartext, stored_credential, Plan};
 use crate::backend::Credential;
 use crate::config::IamMode;
-use crate::iam::{looks_like_token, now_unix, IamState, Refusal};
+use crate::iam::{looks_like_token, now_unix, Accepted, IamState, Refusal};
 use crate::server::Shared;
 use bytes::BytesMut;
-use tollgate_auth::{verify_md5_response, ScramError, ScramServer, Secret};
-use tollgate_wire::{build, frontend};
+use std::sync::LazyLock;
+use tokio::sync::Semaphore;
+use tollgate_auth::{verify_md5_response, ScramError, ScramServer, ScramVerifier, Secret};
+use tollgate_wire::{build, frontend, WireError};
 
 /// Authenticates `user` logging in to `database`; on success AuthenticationOk has been sent.
 /// The credential is `None` only for a console login (`console`), which needs none.
@@ -24,16 +26,44 @@ pub async fn authenticate(
     console: bool,
 ) -> Result<Option<Credential>, SessionError> {
     let iam = shared.iam.state();
+    let mut iam_accepted = None;
     let cred = if iam.mode == IamMode::Disabled {
         Some(password_login(shared, client, user).await?)
     } else if client.stream.is_tls() || iam.allow_plaintext {
-        cleartext_login(shared, &iam, client, user, database).await?
+        // The delegate check logs in to a real database: the console's is virtual.
+        let check_db = if console { "postgres" } else { database };
+        match cleartext(shared, &iam, client, user).await? {
+            Cleartext::Token(token) => {
+                let accepted = iam_token_login(shared, &iam, &token, user, check_db).await?;
+                iam_accepted = Some(accepted);
+                shared
+                    .auth
+                    .secret(user)
+                    .as_ref()
+                    .and_then(stored_credential)
+            }
+            Cleartext::Password(password) => {
+                Some(cleartext_password_login(shared, user, password).await?)
+            }
+        }
     } else if iam.mode == IamMode::Required {
         // Refused before anything is asked: a token must never cross plain TCP.
-        return Err(iam_refused(shared, user, Refusal::plaintext()));
+        return Err(iam_refused(shared, user, Refusal::TlsRequired));
     } else {
         // iam_auth = enabled over plain TCP: passwords only, by SCRAM or md5 as without IAM.
-        Some(password_login(shared, client, user).await?)
+        // A client that sent a token here fails SCRAM/md5: tell it why it might have.
+        Some(
+            password_login(shared, client, user)
+                .await
+                .map_err(|e| match e {
+                    SessionError::AuthFailed { user, reason, .. } => SessionError::AuthFailed {
+                        user,
+                        reason: format!("{reason}; over plain TCP, where IAM is not offered"),
+                        hint: PLAIN_TCP_IAM_HINT,
+                    },
+                    other => other,
+                })?,
+        )
     };
     // With backend_iam every database login is Tollgate's own, whatever the client proved.
     let cred = match &shared.backend_iam {
@@ -41,6 +71,9 @@ pub async fn authenticate(
         None => cred,
     };
     if cred.is_none() && !console {
+        if iam_accepted.is_some() {
+            shared.stats.iam_failed("no_backend_credential");
+        }
         return Err(SessionError::NoBackendCredential {
             user: user.to_string(),
             why: match shared.auth.secret(user) {
@@ -49,95 +82,158 @@ pub async fn authenticate(
             },
         });
     }
+    if let Some(accepted) = iam_accepted {
+        shared.stats.iam_succeeded(accepted.how());
+        tracing::debug!(user, verifier = accepted.how(), "IAM auth token accepted");
+    }
     let mut out = BytesMut::new();
     build::auth_ok(&mut out);
     client.send(&out).await?;
     Ok(cred)
 }
 
-/// Under `iam_auth` over TLS: asks for a cleartext password (as RDS Proxy does) and checks it
-/// as an IAM auth token, or (`enabled` only) as the auth file's password. Tokens are verified
-/// before any pool is touched, so a refused token never costs a pooled connection.
-async fn cleartext_login(
+/// For a failed password login over plain TCP while IAM auth is enabled: the client may have
+/// sent an IAM auth token, which Tollgate only asks for over TLS.
+const PLAIN_TCP_IAM_HINT: &str = "check the password; if you sent an RDS IAM auth token, \
+     connect with sslmode=require: Tollgate accepts tokens only over TLS";
+
+/// What a client sent when asked for a cleartext password under `iam_auth`.
+enum Cleartext {
+    /// An RDS IAM auth token (by its SigV4 parameters).
+    Token(String),
+    /// A password (`iam_auth = enabled` only).
+    Password(String),
+}
+
+/// Under `iam_auth` over TLS: asks for a cleartext password (as RDS Proxy does) and sorts the
+/// answer into a token or (`enabled` only) a password.
+async fn cleartext(
     shared: &Shared,
     iam: &IamState,
     client: &mut ClientConn,
     user: &str,
-    database: &str,
-) -> Result<Option<Credential>, SessionError> {
+) -> Result<Cleartext, SessionError> {
     let mut out = BytesMut::new();
     build::auth_cleartext_password(&mut out);
     client.send(&out).await?;
-    let msg = expect_password(client).await?;
+    let msg = match expect_password(client).await {
+        Ok(msg) => msg,
+        Err(SessionError::Wire(WireError::TooLarge { limit, .. })) => {
+            return Err(iam_refused(shared, user, Refusal::TooLong { limit }))
+        }
+        Err(e) => return Err(e),
+    };
     let password = frontend::parse_password(&msg)?;
     let Ok(password) = std::str::from_utf8(password) else {
         return Err(if iam.mode == IamMode::Required {
-            iam_refused(shared, user, Refusal::not_a_token())
+            iam_refused(shared, user, Refusal::NotAToken)
         } else {
             fail(user, "password is not UTF-8")
         });
     };
-
-    let token = looks_like_token(password);
-    if !token && iam.mode == IamMode::Required {
-        return Err(iam_refused(shared, user, Refusal::not_a_token()));
+    if looks_like_token(password) {
+        Ok(Cleartext::Token(password.to_string()))
+    } else if iam.mode == IamMode::Required {
+        Err(iam_refused(shared, user, Refusal::NotAToken))
+    } else {
+        Ok(Cleartext::Password(password.to_string()))
     }
-    if token {
-        let verdict = shared
-            .iam
-            .verify(
-                iam,
-                password,
-                user,
-                database,
-                shared.pools.connector(),
-                now_unix(),
-            )
-            .await;
-        return match verdict {
-            Ok(accepted) => {
-                shared.stats.iam_succeeded(accepted.how());
-                tracing::debug!(user, verifier = accepted.how(), "IAM auth token accepted");
-                Ok(shared
-                    .auth
-                    .secret(user)
-                    .as_ref()
-                    .and_then(stored_credential))
+}
+
+/// Verifies an IAM auth token before any pool is touched, so a refused token never costs a
+/// pooled connection. `check_db` is the database a delegate check logs in to.
+async fn iam_token_login(
+    shared: &Shared,
+    iam: &IamState,
+    token: &str,
+    user: &str,
+    check_db: &str,
+) -> Result<Accepted, SessionError> {
+    shared
+        .iam
+        .verify(
+            iam,
+            token,
+            user,
+            check_db,
+            shared.pools.connector(),
+            now_unix(),
+        )
+        .await
+        .map_err(|refusal| iam_refused(shared, user, refusal))
+}
+
+/// PBKDF2 derivations (cleartext passwords for SCRAM-verifier users) running at once: each
+/// costs milliseconds of a core, and a client asks for one before proving anything, so more
+/// than the machine has cores would only let a flood of logins starve everything else.
+static PBKDF2_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// `iam_auth = enabled` and a cleartext password: check it against the auth file. The client
+/// proved it knows the password itself, which logs in to the database by any method.
+async fn cleartext_password_login(
+    shared: &Shared,
+    user: &str,
+    password: String,
+) -> Result<Credential, SessionError> {
+    let secret = shared.auth.secret(user);
+    let ok = if needs_pbkdf2(secret.as_ref()) {
+        // A SCRAM verifier, or an unknown user: an unknown user costs the same derivation
+        // (against a throwaway verifier), so timing does not tell which users exist.
+        let _slot = PBKDF2_SLOTS.acquire().await;
+        let (user, password, secret) = (user.to_string(), password.clone(), secret.clone());
+        tokio::task::spawn_blocking(move || match &secret {
+            Some(s) => check_cleartext(s, &user, &password),
+            None => {
+                let _ = check_cleartext(&unknown_user_verifier(), &user, &password);
+                false
             }
-            Err(refusal) => Err(iam_refused(shared, user, refusal)),
-        };
-    }
-
-    // iam_auth = enabled and a password: check it against the auth file.
-    let Some(secret) = shared.auth.secret(user) else {
+        })
+        .await
+        .unwrap_or(false)
+    } else {
+        secret
+            .as_ref()
+            .is_some_and(|s| check_cleartext(s, user, &password))
+    };
+    if secret.is_none() {
         return Err(fail(
             user,
             "user not in the auth file (cleartext password under iam_auth)",
         ));
-    };
-    let ok = match secret {
-        // PBKDF2 with the verifier's iteration count: milliseconds, off the async threads.
-        Secret::Scram(_) => {
-            let (user, password) = (user.to_string(), password.to_string());
-            tokio::task::spawn_blocking(move || check_cleartext(&secret, &user, &password))
-                .await
-                .unwrap_or(false)
-        }
-        _ => check_cleartext(&secret, user, password),
-    };
+    }
     if !ok {
         return Err(fail(
             user,
             "wrong password (cleartext, under iam_auth = enabled)",
         ));
     }
-    // The client proved it knows the password itself: that logs in by any method.
-    Ok(Some(Credential::Password(password.to_string())))
+    Ok(Credential::Password(password))
+}
+
+/// Whether checking a cleartext password against `secret` costs a PBKDF2 derivation (a
+/// SCRAM verifier, or no entry at all, which pays the same to hide that).
+fn needs_pbkdf2(secret: Option<&Secret>) -> bool {
+    matches!(secret, Some(Secret::Scram(_)) | None)
+}
+
+/// A SCRAM verifier no password matches, with the usual iteration count.
+fn unknown_user_verifier() -> Secret {
+    static VERIFIER: LazyLock<Secret> = LazyLock::new(|| {
+        let salt: [u8; 16] = rand::random();
+        let secret: [u8; 32] = rand::random();
+        Secret::Scram(ScramVerifier::from_password(
+            &String::from_utf8_lossy(&secret),
+            &salt,
+            4096,
+        ))
+    });
+    VERIFIER.clone()
 }
 
 /// Counts a refused IAM login; the session logs it with its reason when it ends.
 fn iam_refused(shared: &Shared, user: &str, refusal: Refusal) -> SessionError {
-    shared.stats.iam_failed(refusal.reason);
+    shared.stats.iam_failed(refusal.reason());
     SessionError::IamRefused {
         user: user.to_string(),
         refusal,
@@ -180,6 +276,7 @@ fn fail(user: &str, reason: &str) -> SessionError {
     SessionError::AuthFailed {
         user: user.to_string(),
         reason: reason.to_string(),
+        hint: "check the password, and that the user is in Tollgate's auth file",
     }
 }
 

@@ -30,12 +30,16 @@ pub enum SessionError {
     /// The startup packet lacked a user.
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
-    /// Authentication failed; `reason` is for the log only.
+    /// Authentication failed; `reason` is for the log only, `hint` for the client.
     #[error("password authentication failed for user \"{user}\"")]
-    AuthFailed { user: String, reason: String },
+    AuthFailed {
+        user: String,
+        reason: String,
+        hint: &'static str,
+    },
     /// An IAM login was refused (a bad, stale or forged token, or a login `iam_auth` forbids);
     /// the message says which check failed and never quotes a secret.
-    #[error("{}", .refusal.message)]
+    #[error("{refusal}")]
     IamRefused {
         user: String,
         refusal: crate::iam::Refusal,
@@ -81,7 +85,7 @@ impl SessionError {
                 "28000"
             }
             SessionError::AuthFailed { .. } => "28P01",
-            SessionError::IamRefused { refusal, .. } => refusal.sqlstate,
+            SessionError::IamRefused { refusal, .. } => refusal.sqlstate(),
             SessionError::NoBackendCredential { .. } => "28000",
             SessionError::Pool(e) => e.sqlstate(),
             SessionError::Backend(e) => e.sqlstate(),
@@ -98,9 +102,7 @@ impl SessionError {
             SessionError::Wire(WireError::TooLarge { .. }) => {
                 Some("raise max_message_size if such large queries are expected")
             }
-            SessionError::AuthFailed { .. } => {
-                Some("check the password, and that the user is in Tollgate's auth file")
-            }
+            SessionError::AuthFailed { hint, .. } => Some(hint),
             _ => None,
         }
     }

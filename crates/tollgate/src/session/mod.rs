@@ -86,8 +86,8 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
                         "client authentication failed")
                 }
                 SessionError::IamRefused { refusal, .. } => {
-                    tracing::warn!(%peer, %user, %database, tls, reason = "auth_failed", iam_reason = refusal.reason,
-                        sqlstate = refusal.sqlstate, detail = %refusal.message, "client IAM authentication failed")
+                    tracing::warn!(%peer, %user, %database, tls, reason = "auth_failed", iam_reason = refusal.reason(),
+                        sqlstate = refusal.sqlstate(), detail = %refusal, "client IAM authentication failed")
                 }
                 _ => {
                     // Refusals that an operator should see (pool exhausted, database down) are
