@@ -12,7 +12,7 @@ use tollgate_auth::{
 };
 
 /// Iterations for verifiers Tollgate derives from plaintext auth-file passwords (PostgreSQL's default).
-const SCRAM_ITERATIONS: u32 = 4096;
+pub(crate) const SCRAM_ITERATIONS: u32 = 4096;
 
 /// How to check one client.
 pub enum Plan {

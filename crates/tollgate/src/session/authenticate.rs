@@ -225,7 +225,7 @@ fn unknown_user_verifier() -> Secret {
         Secret::Scram(ScramVerifier::from_password(
             &String::from_utf8_lossy(&secret),
             &salt,
-            4096,
+            crate::auth::SCRAM_ITERATIONS,
         ))
     });
     VERIFIER.clone()
