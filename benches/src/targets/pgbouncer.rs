@@ -120,25 +120,20 @@ impl PgBouncer {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
 
-    /// The process (PgBouncer is one process, so its CPU and RSS are all there).
-    pub fn pid(&self) -> Result<u32> {
-        self.daemon.pid()
+/// The process's pid, stop, liveness check and log (PgBouncer is one process, so its CPU and
+/// RSS are all there).
+impl std::ops::Deref for PgBouncer {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
     }
+}
 
-    /// Stops it now (SIGTERM, then SIGKILL after 10 s), before a replacement starts.
-    pub fn stop(&mut self) {
-        self.daemon.stop();
-    }
-
-    /// Fails with PgBouncer's log if it has exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        self.daemon.check_running()
-    }
-
-    /// Its recent log lines.
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
+impl std::ops::DerefMut for PgBouncer {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 }
 

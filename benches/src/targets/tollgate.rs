@@ -127,24 +127,18 @@ impl Tollgate {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
 
-    /// The process (all of Tollgate's threads are in it).
-    pub fn pid(&self) -> Result<u32> {
-        self.daemon.pid()
+/// The process's pid, stop, liveness check and log (all of Tollgate's threads are in it).
+impl std::ops::Deref for Tollgate {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
     }
+}
 
-    /// Stops it now (SIGTERM, then SIGKILL after 10 s), before a replacement starts.
-    pub fn stop(&mut self) {
-        self.daemon.stop();
-    }
-
-    /// Fails with Tollgate's log if it has exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        self.daemon.check_running()
-    }
-
-    /// Its recent log lines.
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
+impl std::ops::DerefMut for Tollgate {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 }
