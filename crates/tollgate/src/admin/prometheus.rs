@@ -273,11 +273,16 @@ impl Writer {
         self.sample(name, &[], v);
     }
 
-    /// `{base}_seconds` as a summary (quantiles 0.5 / 0.9 / 0.99 / 0.999, NaN while empty, as
-    /// client libraries do) and `{base}_max_seconds` as a gauge.
+    /// `{base}_seconds` as a summary (quantiles 0.5 / 0.9 / 0.99 / 0.999 over the last minute,
+    /// NaN when it had no sample, as client libraries do; `_sum` and `_count` since start) and
+    /// `{base}_max_seconds` as a gauge (the last minute's largest).
     fn summary(&mut self, base: &str, help: &str, pools: &[PoolMetrics], get: Dist) {
         let name = format!("{base}_seconds");
-        self.family(&name, "summary", &format!("{help}, seconds."));
+        self.family(
+            &name,
+            "summary",
+            &format!("{help}, seconds; quantiles over the last minute."),
+        );
         for p in pools {
             let l = get(p);
             let [user, database] = pool_labels(p);
@@ -287,7 +292,11 @@ impl Writer {
                 ("0.99", l.p99),
                 ("0.999", l.p999),
             ] {
-                let v = if l.count == 0 { f64::NAN } else { secs(v) };
+                let v = if l.window_count == 0 {
+                    f64::NAN
+                } else {
+                    secs(v)
+                };
                 self.sample(&name, &[user, database, ("quantile", q)], v);
             }
             self.sample(
@@ -301,7 +310,7 @@ impl Writer {
         self.family(
             &max,
             "gauge",
-            &format!("{help}: the largest since start, seconds."),
+            &format!("{help}: the largest in the last minute, seconds."),
         );
         for p in pools {
             self.sample(&max, &pool_labels(p), secs(get(p).max));
@@ -366,6 +375,7 @@ mod tests {
                 query_latency: LatencySnapshot {
                     count: 100,
                     sum_micros: 150_000.0,
+                    window_count: 100,
                     p50: 1_200,
                     p90: 2_000,
                     p99: 5_000,

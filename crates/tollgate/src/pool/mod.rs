@@ -261,7 +261,7 @@ impl Pool {
         self.stats.connection_requests.inc();
         let result = self.get_inner(started).await;
         match &result {
-            Ok(_) => self.stats.borrow_latency.record(started.elapsed()),
+            Ok(_) => self.stats.borrow_latency.record_since(started),
             Err(PoolError::Exhausted { .. }) => self.stats.borrow_timeouts.inc(),
             Err(_) => {}
         }

@@ -292,12 +292,14 @@ mod tests {
             pinned: 1,
             query_latency: LatencySnapshot {
                 count: 10,
+                window_count: 10,
                 p50: 1_500,
                 p99: 120_000,
                 ..Default::default()
             },
             db_latency: LatencySnapshot {
                 count: 10,
+                window_count: 10,
                 p50: 900,
                 p99: 1_500_000,
                 ..Default::default()

@@ -1,5 +1,5 @@
-//! `SHOW STATS`: per pool, the counters since start and the latency percentiles (RDS Proxy's
-//! CloudWatch set): requests answered, transactions, bytes each way, backend borrows and
+//! `SHOW STATS`: per pool, the counters since start and the latency percentiles over the last
+//! minute (RDS Proxy's CloudWatch set): requests answered, transactions, bytes each way, backend borrows and
 //! connection setups, and how long queries, the database and the wait for a backend took.
 
 use super::format::ms;

@@ -305,7 +305,7 @@ impl Relay<'_> {
                                 if self.outstanding == 0 {
                                     answered = true;
                                     if let Some(sent) = self.sent_at.take() {
-                                        stats.db_latency.record(sent.elapsed());
+                                        stats.db_latency.record_since(sent);
                                     }
                                 }
                             }
@@ -349,7 +349,7 @@ impl Relay<'_> {
         }
         if answered {
             if let Some(started) = self.request_started.take() {
-                self.pool.stats.query_latency.record(started.elapsed());
+                self.pool.stats.query_latency.record_since(started);
             }
         }
         if fatal {
