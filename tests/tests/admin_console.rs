@@ -699,3 +699,60 @@ async fn reload_during_pgbench_resizes_the_pool_without_client_errors() -> Resul
     );
     Ok(())
 }
+
+/// Renewing the client certificate is a reload: the same files rewritten with a certificate
+/// from another CA, then RELOAD. New TLS clients get the new certificate (it verifies against
+/// the new CA and no longer against the old), a client connected before keeps its session, and
+/// a key file that does not load fails the reload with the certificate in force unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_puts_a_renewed_client_certificate_in_force() -> Result<()> {
+    let env = start(EnvOptions {
+        client_tls: true,
+        ..Default::default()
+    })
+    .await?;
+    let old_ca = env.client_ca.clone().context("the Env offers TLS")?;
+    let dial = |ca: &std::path::Path| tollgate_e2e::connected::Dialer {
+        config: env.pg_config(APP_USER, APP_PASSWORD),
+        ca: Some(ca.to_path_buf()),
+    };
+    let before = dial(&old_ca).connect().await?;
+    let admin = console(&env).await?;
+
+    // The renewal: a new CA and leaf, written over the files Tollgate was started with.
+    let renewed = tollgate_localpg::certs::generate(&["localhost", "127.0.0.1"])?;
+    let new_ca = env.dir.path().join("renewed-ca.crt");
+    std::fs::write(&new_ca, &renewed.ca_pem)?;
+    let (cert, key) = (
+        env.dir.path().join("server.crt"),
+        env.dir.path().join("server.key"),
+    );
+    std::fs::write(&cert, &renewed.cert_pem)?;
+    std::fs::write(&key, &renewed.key_pem)?;
+    show(&admin, "RELOAD").await?;
+
+    let after = dial(&new_ca).connect().await?;
+    assert_eq!(scalar(&after.client, "SELECT 'renewed'").await?, "renewed");
+    let stale = dial(&old_ca).connect().await;
+    assert!(stale.is_err(), "the old certificate is still served");
+    assert_eq!(scalar(&before.client, "SELECT 'kept'").await?, "kept");
+
+    // A broken key: the reload fails and says so; the renewed certificate stays in force.
+    std::fs::write(&key, "not a key")?;
+    let err = admin
+        .simple_query("RELOAD")
+        .await
+        .err()
+        .context("a broken key file reloaded")?;
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("client TLS") && message.contains("server.key"),
+        "{message}"
+    );
+    let still = dial(&new_ca).connect().await?;
+    assert_eq!(scalar(&still.client, "SELECT 1").await?, "1");
+    Ok(())
+}

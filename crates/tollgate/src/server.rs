@@ -37,7 +37,7 @@ pub struct Shared {
     /// Logged-in clients (SHOW CLIENTS, KILL).
     pub clients: crate::clients::ClientRegistry,
     /// Client-side TLS, if configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<crate::tls::server::ClientTls>,
     /// Counters.
     pub stats: Stats,
     /// Becomes true when shutdown starts.
@@ -122,7 +122,9 @@ impl Server {
             None => None,
         };
         let tls = match &config.tls {
-            Some(files) => Some(crate::tls::server::acceptor(&files.cert, &files.key)?),
+            Some(files) => Some(crate::tls::server::ClientTls::new(
+                crate::tls::server::acceptor(&files.cert, &files.key)?,
+            )),
             None => None,
         };
         let connector = Arc::new(Connector::new(

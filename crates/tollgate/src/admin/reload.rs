@@ -1,8 +1,8 @@
 //! Live reload, on SIGHUP or the console's `RELOAD`: read the config file again, merge the
 //! same flags and `TOLLGATE_*` variables over it as at start, validate, re-read the auth file,
-//! and apply what can change while clients stay connected. Settings that cannot (the listen
-//! address, the upstream, TLS files, pool_mode, ...) keep their old value and are reported with
-//! the reason. A reload never closes a client connection; a smaller pool_size closes surplus
+//! and apply what can change while clients stay connected, including a renewed client TLS
+//! certificate. Settings that cannot (the listen address, the upstream, turning TLS on or off,
+//! pool_mode, ...) keep their old value and are reported with the reason. A reload never closes a client connection; a smaller pool_size closes surplus
 //! *backend* connections as they come back to the pool.
 //!
 //! [`plan`] is the pure part (what changed, what applies, what is refused); [`reload`] reads
@@ -31,8 +31,6 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
         "pool_mode",
         "connected clients were set up for the old mode",
     ),
-    ("tls_cert", "client TLS material is loaded at start"),
-    ("tls_key", "client TLS material is loaded at start"),
     (
         "max_client_conn",
         "the client connection limit is sized at start",
@@ -57,9 +55,13 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
 const REQUIRE_TLS_WITHOUT_TLS: &str =
     "it needs tls_cert and tls_key, and those change only on restart";
 
+/// Why new `tls_cert` / `tls_key` values are refused when they would turn TLS on or off.
+const TLS_ON_OFF: &str =
+    "client TLS can be renewed live (new files, or new contents at the same paths) but not turned on or off";
+
 /// Why turning `iam_auth` on can be refused although it is reloadable on its own.
 const IAM_WITHOUT_TLS: &str =
-    "clients send IAM auth tokens only over TLS, which needs tls_cert and tls_key, and those change only on restart";
+    "clients send IAM auth tokens only over TLS, which needs tls_cert and tls_key, and TLS is turned on only at start";
 
 /// Whether a reload can change `key` live.
 pub fn reloadable(key: &str) -> bool {
@@ -113,6 +115,9 @@ pub enum ReloadError {
     /// The auth file does not load.
     #[error("auth file: {0}; nothing was changed")]
     AuthFile(#[from] tollgate_auth::AuthFileError),
+    /// The client TLS certificate or key does not load.
+    #[error("client TLS: {0}; nothing was changed, the certificate in force stays")]
+    Tls(#[from] crate::tls::TlsError),
     /// The IAM trusted keys or policy do not load.
     #[error("IAM auth: {0}; nothing was changed")]
     Iam(#[from] crate::iam::IamLoadError),
@@ -149,7 +154,11 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
     next.upstream = old.upstream.clone();
     next.auth_file = old.auth_file.clone();
     next.pool_mode = old.pool_mode;
-    next.tls = old.tls.clone();
+    // New certificate files apply; TLS itself stays on or off as it started.
+    let tls_on_off_refused = old.tls.is_some() != next.tls.is_some();
+    if tls_on_off_refused {
+        next.tls = old.tls.clone();
+    }
     next.max_client_conn = old.max_client_conn;
     next.admin_listen = old.admin_listen;
     next.log_format = old.log_format;
@@ -179,7 +188,11 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
                 .map(|(_, why)| *why)
                 .or((key == "require_tls" && require_tls_refused)
                     .then_some(REQUIRE_TLS_WITHOUT_TLS))
-                .or((key == "iam_auth" && iam_refused).then_some(IAM_WITHOUT_TLS));
+                .or((key == "iam_auth" && iam_refused).then_some(IAM_WITHOUT_TLS))
+                .or(
+                    (matches!(key, "tls_cert" | "tls_key") && tls_on_off_refused)
+                        .then_some(TLS_ON_OFF),
+                );
             Change {
                 key,
                 old: was,
@@ -230,9 +243,22 @@ fn reload_locked(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     let (next, changes) = plan(&current, new);
     // The trusted keys and policy are re-read too; a bad one stops the reload here.
     let iam = crate::iam::IamState::load(&next.iam)?;
+    // So are the certificate and key, changed paths or not: renewal tools (certbot,
+    // cert-manager) rewrite the same files. A bad pair stops the reload here.
+    let tls = match (&shared.tls, &next.tls) {
+        (Some(_), Some(files)) => Some((
+            crate::tls::server::acceptor(&files.cert, &files.key)?,
+            files.cert.clone(),
+        )),
+        _ => None,
+    };
     // Last check, and the first change: the auth file swaps in whole or not at all.
     let auth_users = shared.auth.reload()?;
     shared.iam.replace(iam, next.iam.token_cache_size);
+    if let (Some(slot), Some((acceptor, cert))) = (&shared.tls, tls) {
+        slot.replace(acceptor);
+        tracing::info!(cert = %cert.display(), "client TLS certificate re-read: new handshakes use it");
+    }
     shared.pools.update_settings(PoolSettings::from(&next));
     shared
         .pools
@@ -420,9 +446,10 @@ mod tests {
             if same.contains(key) {
                 continue;
             }
-            // require_tls and iam_auth are refused here because TLS itself cannot be turned
-            // on live (nor iam_allow_plaintext, which would excuse it).
-            if reloadable(key) && *key != "require_tls" && *key != "iam_auth" {
+            // require_tls, iam_auth and the TLS files are refused here because TLS itself
+            // cannot be turned on live (nor iam_allow_plaintext, which would excuse it).
+            let needs_tls_on = ["require_tls", "iam_auth", "tls_cert", "tls_key"];
+            if reloadable(key) && !needs_tls_on.contains(key) {
                 assert_eq!(now, want, "{key} should apply live");
             } else {
                 assert_eq!(now, was, "{key} should keep its value until restart");

@@ -97,7 +97,7 @@ async fn ssl_request(
             SessionError::Protocol("SSLRequest received on a connection already using TLS".into()),
         ));
     }
-    let Some(acceptor) = &shared.tls else {
+    let Some(acceptor) = shared.tls.as_ref().map(|t| t.current()) else {
         return match client.send(b"N").await {
             Ok(()) => Ok(client),
             Err(e) => Err((Some(client), e)),

@@ -1,10 +1,39 @@
-//! The TLS server config for client connections, from PEM files.
+//! The TLS server config for client connections, from PEM files, and the slot that holds it so
+//! a reload can put a renewed certificate in force without dropping anyone: connections
+//! already up keep the session they negotiated, new handshakes use the new certificate.
 
 use super::{provider, TlsError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+/// The acceptor in force for new client handshakes.
+pub struct ClientTls {
+    current: RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl ClientTls {
+    /// Holds `acceptor` until replaced.
+    pub fn new(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        ClientTls {
+            current: RwLock::new(acceptor),
+        }
+    }
+
+    /// The acceptor for a handshake starting now (a cheap clone of an `Arc`).
+    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `acceptor` in force for handshakes from now on.
+    pub fn replace(&self, acceptor: tokio_rustls::TlsAcceptor) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+    }
+}
 
 /// Builds the acceptor clients' SSLRequests are answered with.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
