@@ -68,9 +68,45 @@ enum Token {
     Semicolon,
 }
 
+/// Words every statement that pins or resets contains (ASCII case-insensitive): `set` (also in
+/// `reset`, `set_config`), `prepare`, `listen`, `load`, `temp` (`temporary`), `hold`,
+/// `advisory`, `discard`, `deallocate`.
+const NEEDLES: [&[u8]; 9] = [
+    b"set",
+    b"prepare",
+    b"listen",
+    b"load",
+    b"temp",
+    b"hold",
+    b"advisory",
+    b"discard",
+    b"deallocate",
+];
+
+/// Whether `sql` contains any of [`NEEDLES`] anywhere. Most queries (`SELECT ... WHERE id =
+/// $1`) contain none, and then no statement in them can pin or reset, so the lexer (which
+/// allocates per word) is skipped: one pass over the bytes instead.
+pub fn may_pin_or_reset(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    (0..b.len()).any(|i| {
+        let first = b.get(i).map(u8::to_ascii_lowercase);
+        NEEDLES.iter().any(|n| {
+            n.first().copied() == first
+                && b.get(i..i + n.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(n))
+        })
+    })
+}
+
 /// Returns the first reason `sql` must pin its session, if any.
 pub fn scan_sql(sql: &str) -> Option<PinReason> {
-    let tokens = lex(sql);
+    if !may_pin_or_reset(sql) {
+        return None;
+    }
+    pin_reason(&lex(sql))
+}
+
+fn pin_reason(tokens: &[Token]) -> Option<PinReason> {
     tokens
         .split(|t| *t == Token::Semicolon)
         .find_map(scan_statement)
@@ -152,7 +188,13 @@ pub enum Reset {
 /// gets it. (Why not just forget them: RESET is transactional, and a rolled-back RESET leaves
 /// the old value in place.)
 pub fn scan_resets(sql: &str) -> Vec<Reset> {
-    let tokens = lex(sql);
+    if !may_pin_or_reset(sql) {
+        return Vec::new();
+    }
+    resets(&lex(sql))
+}
+
+fn resets(tokens: &[Token]) -> Vec<Reset> {
     let mut out = Vec::new();
     for stmt in tokens.split(|t| *t == Token::Semicolon) {
         match (word(stmt.first()), word(stmt.get(1)), word(stmt.get(2))) {
@@ -433,6 +475,95 @@ mod tests {
             ")))",
         ] {
             let _ = scan_sql(sql);
+        }
+    }
+
+    mod prefilter {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// SQL-ish fragments: the pinning and resetting keywords in several cases, inside
+        /// other words, quoted, commented, and ordinary query text.
+        fn fragment() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "SET ",
+                "set ",
+                "Reset ",
+                "RESET ALL",
+                "offset ",
+                "PREPARE ",
+                "listen x",
+                "LOAD 'x'",
+                "create temp table t()",
+                "TEMPORARY ",
+                "declare c cursor with hold ",
+                "pg_advisory_lock(1)",
+                "set_config('a','b',false)",
+                "DISCARD ALL",
+                "deallocate all",
+                "SELECT ",
+                "abalance ",
+                "FROM ",
+                "pgbench_accounts ",
+                "WHERE aid = $1",
+                ";",
+                "'",
+                "\"",
+                "$$",
+                "--",
+                "\n",
+                "/*",
+                "*/",
+                "(",
+                ")",
+                ",",
+                "local ",
+                "session ",
+                "time zone ",
+                "into ",
+                "all ",
+                "e'x'",
+                "1.5",
+                "_",
+            ])
+            .prop_map(str::to_string)
+        }
+
+        proptest! {
+            /// The byte pre-filter never changes a verdict: whatever it skips, the lexer
+            /// would have found nothing in either.
+            #[test]
+            fn the_prefilter_never_changes_the_answer(
+                parts in prop::collection::vec(fragment(), 0..12)
+            ) {
+                let sql = parts.concat();
+                let tokens = lex(&sql);
+                prop_assert_eq!(scan_sql(&sql), pin_reason(&tokens));
+                prop_assert_eq!(scan_resets(&sql), resets(&tokens));
+            }
+        }
+
+        #[test]
+        fn ordinary_queries_skip_the_lexer_and_keywords_do_not() {
+            for sql in [
+                "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+                "INSERT INTO t VALUES (1)",
+                "BEGIN",
+                "COMMIT",
+            ] {
+                assert!(!may_pin_or_reset(sql), "{sql}");
+            }
+            for sql in [
+                "UPDATE t SET x = 1",
+                "reset all",
+                "PREPARE q AS SELECT 1",
+                "select pg_advisory_lock(1)",
+                "Listen x",
+                "SELECT 1 INTO TEMP t",
+                "DISCARD ALL",
+            ] {
+                assert!(may_pin_or_reset(sql), "{sql}");
+            }
         }
     }
 }

@@ -38,9 +38,10 @@ impl ClientConn {
             if let Stream::Plain(tcp) = &self.stream {
                 tcp.readable().await?;
             }
+            self.rbuf = super::buffers::take();
         }
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8192);
+            self.rbuf.reserve(super::buffers::BUFFER_SIZE);
         }
         self.stream.read_buf(&mut self.rbuf).await
     }

@@ -3,6 +3,7 @@
 //! [`run`], and nowhere else.
 
 pub mod authenticate;
+pub mod buffers;
 pub mod client;
 pub mod error;
 pub mod prepared;

@@ -195,6 +195,9 @@ impl<'a> Relay<'a> {
         }
         self.live = self.shared.live();
         self.server = Some(conn);
+        if self.out.capacity() == 0 {
+            self.out = super::buffers::take();
+        }
         Ok(())
     }
 
@@ -275,10 +278,10 @@ impl<'a> Relay<'a> {
                 // (Over plain TCP the next read waits for readability before allocating; TLS
                 // reads need a buffer at once, so only the output buffer goes there.)
                 if !self.client.stream.is_tls() && self.client.rbuf.capacity() > 0 {
-                    self.client.rbuf = BytesMut::new();
+                    super::buffers::give(&mut self.client.rbuf);
                 }
                 if self.out.capacity() > 0 {
-                    self.out = BytesMut::new();
+                    super::buffers::give(&mut self.out);
                 }
             }
             let draining = self.draining;
