@@ -105,8 +105,7 @@ impl Server {
     /// Loads the auth file and TLS material and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let auth = Authenticator::load(&config.auth_file)?;
-        // Delegate checks are database logins: at most pool_size of them at once.
-        let iam = crate::iam::ClientIam::new(&config.iam, config.pool_size)?;
+        let iam = crate::iam::ClientIam::new(&config.iam)?;
         log_iam(&config, &iam);
         let backend_iam = match &config.iam.backend_region {
             Some(region) => {

@@ -254,7 +254,7 @@ fn reload_locked(shared: &Shared) -> Result<ReloadReport, ReloadError> {
     };
     // Last check, and the first change: the auth file swaps in whole or not at all.
     let auth_users = shared.auth.reload()?;
-    shared.iam.replace(iam, next.iam.token_cache_size);
+    shared.iam.replace(iam, &next.iam);
     if let (Some(slot), Some((acceptor, cert))) = (&shared.tls, tls) {
         slot.replace(acceptor);
         tracing::info!(cert = %cert.display(), "client TLS certificate re-read: new handshakes use it");
@@ -428,6 +428,7 @@ mod tests {
             iam_clock_skew: Some(60),
             iam_allow_plaintext: Some(true),
             iam_token_cache_size: Some(5),
+            iam_delegate_max_checks: Some(3),
             backend_iam: Some(true),
             backend_iam_region: Some("eu-west-2".into()),
         })

@@ -129,6 +129,10 @@ impl Config {
                 "iam_token_cache_size",
                 self.iam.token_cache_size.to_string(),
             ),
+            (
+                "iam_delegate_max_checks",
+                self.iam.delegate_max_checks.to_string(),
+            ),
             ("backend_iam", self.iam.backend_region.is_some().to_string()),
             (
                 "backend_iam_region",
@@ -190,7 +194,7 @@ mod tests {
         assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 40);
+        assert_eq!(entries.len(), 41);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

@@ -86,6 +86,8 @@ pub struct IamConfig {
     pub allow_plaintext: bool,
     /// iam_token_cache_size.
     pub token_cache_size: usize,
+    /// iam_delegate_max_checks.
+    pub delegate_max_checks: usize,
     /// backend_iam: the region to sign Tollgate's own tokens for, when on.
     pub backend_region: Option<String>,
 }
@@ -152,6 +154,13 @@ impl IamConfig {
             return Err(invalid(
                 "iam_token_cache_size",
                 format!("{token_cache_size} is more than 1000000"),
+            ));
+        }
+        let delegate_max_checks = raw.iam_delegate_max_checks.unwrap_or(10);
+        if !(1..=1000).contains(&delegate_max_checks) {
+            return Err(invalid(
+                "iam_delegate_max_checks",
+                format!("{delegate_max_checks} is not between 1 and 1000"),
             ));
         }
         let mut endpoints = Vec::new();
@@ -275,6 +284,7 @@ impl IamConfig {
             clock_skew: Duration::from_secs(clock_skew),
             allow_plaintext,
             token_cache_size,
+            delegate_max_checks,
             backend_region,
         })
     }

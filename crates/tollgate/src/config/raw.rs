@@ -173,6 +173,10 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_IAM_TOKEN_CACHE_SIZE")]
     pub iam_token_cache_size: Option<usize>,
 
+    /// Delegate token checks (database logins) running at once; more wait their turn [default: 10].
+    #[arg(long, env = "TOLLGATE_IAM_DELEGATE_MAX_CHECKS")]
+    pub iam_delegate_max_checks: Option<usize>,
+
     /// Log in to the database with IAM auth tokens Tollgate generates for its own AWS identity
     /// (RDS Proxy's end-to-end IAM), instead of auth-file passwords.
     #[arg(long, env = "TOLLGATE_BACKEND_IAM", num_args = 0..=1, default_missing_value = "true")]
@@ -264,6 +268,7 @@ impl RawConfig {
             iam_clock_skew,
             iam_allow_plaintext,
             iam_token_cache_size,
+            iam_delegate_max_checks,
             backend_iam,
             backend_iam_region,
         )

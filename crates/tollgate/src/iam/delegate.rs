@@ -10,8 +10,8 @@
 //! tokens cannot crowd genuine ones out. The check stops at the database's AuthenticationOk
 //! (what happens after, such as a missing database or a full server, says nothing about the
 //! token) and closes the connection; it never joins the pool, which counts every connection
-//! it holds against `pool_size` and the global cap. At most `max_checks` checks run at once;
-//! each is bounded by `server_connect_timeout`.
+//! it holds against `pool_size` and the global cap. At most `iam_delegate_max_checks` checks
+//! run at once (a reload resizes that live); each is bounded by `server_connect_timeout`.
 
 use super::Refusal;
 use crate::backend::{BackendError, Connector, Credential};
@@ -44,6 +44,11 @@ pub struct DelegateVerifier {
     entries: Mutex<Entries>,
     capacity: AtomicUsize,
     checks: Semaphore,
+    /// Checks allowed at once, as configured.
+    max_checks: AtomicUsize,
+    /// Permits still to retire after a reload lowered `max_checks` while checks held them:
+    /// each check that ends while this is above zero forgets its permit instead of returning it.
+    retire: AtomicUsize,
 }
 
 impl DelegateVerifier {
@@ -53,7 +58,37 @@ impl DelegateVerifier {
             entries: Mutex::new(Entries::default()),
             capacity: AtomicUsize::new(capacity),
             checks: Semaphore::new(max_checks.max(1)),
+            max_checks: AtomicUsize::new(max_checks.max(1)),
+            retire: AtomicUsize::new(0),
         }
+    }
+
+    /// Applies a reloaded `iam_delegate_max_checks`: more permits at once, or fewer as soon as
+    /// running checks end (reloads run one at a time, so this is never raced by itself).
+    pub fn set_max_checks(&self, max_checks: usize) {
+        let new = max_checks.max(1);
+        let old = self.max_checks.swap(new, Ordering::SeqCst);
+        if new > old {
+            let mut grow = new - old;
+            // Cancel retirements still owed before adding permits.
+            let _ = self
+                .retire
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                    let paid = owed.min(grow);
+                    grow = new - old - paid;
+                    Some(owed - paid)
+                });
+            self.checks.add_permits(grow);
+        } else if new < old {
+            let shrink = old - new;
+            let forgotten = self.checks.forget_permits(shrink);
+            self.retire.fetch_add(shrink - forgotten, Ordering::SeqCst);
+        }
+    }
+
+    /// Checks that may start now (for tests and logs).
+    pub fn available_checks(&self) -> usize {
+        self.checks.available_permits()
     }
 
     /// Applies a reloaded `iam_token_cache_size` (entries over it go as they expire).
@@ -100,8 +135,18 @@ impl DelegateVerifier {
         let verdict = cell
             .get_or_init(|| async {
                 ran = true;
-                let _permit = self.checks.acquire().await;
-                check().await
+                let permit = self.checks.acquire().await;
+                let verdict = check().await;
+                let retired = self
+                    .retire
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                        owed.checked_sub(1)
+                    })
+                    .is_ok();
+                if let (true, Ok(p)) = (retired, permit) {
+                    p.forget();
+                }
+                verdict
             })
             .await
             .clone();
@@ -212,6 +257,49 @@ mod tests {
             user: "app".into(),
             server_message: "no".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn max_checks_resizes_live_even_while_checks_hold_permits() {
+        let v = Arc::new(DelegateVerifier::new(10, 2));
+        v.set_max_checks(5);
+        assert_eq!(v.available_checks(), 5);
+        v.set_max_checks(2);
+        assert_eq!(v.available_checks(), 2);
+
+        // Two checks hold both permits when the limit drops to one.
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let (started_tx, mut started) = tokio::sync::mpsc::channel(2);
+        let tasks: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|token| {
+                let (v, mut gate, started_tx) = (v.clone(), gate.clone(), started_tx.clone());
+                tokio::spawn(async move {
+                    v.verify(token, 1000, 100, || async move {
+                        let _ = started_tx.send(()).await;
+                        let _ = gate.wait_for(|open| *open).await;
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        started.recv().await.unwrap();
+        started.recv().await.unwrap();
+        assert_eq!(v.available_checks(), 0);
+        v.set_max_checks(1);
+        release.send(true).unwrap();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(false));
+        }
+        assert_eq!(
+            v.available_checks(),
+            1,
+            "one permit retired as its check ended"
+        );
+        // Raising it again first cancels retirements still owed (none here), then adds.
+        v.set_max_checks(3);
+        assert_eq!(v.available_checks(), 3);
     }
 
     #[tokio::test]

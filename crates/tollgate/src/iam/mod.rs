@@ -231,12 +231,15 @@ pub struct ClientIam {
 }
 
 impl ClientIam {
-    /// Loads the verifier; `max_checks` bounds delegate logins running at once.
-    pub fn new(cfg: &IamConfig, max_checks: usize) -> Result<ClientIam, IamLoadError> {
+    /// Loads the verifier.
+    pub fn new(cfg: &IamConfig) -> Result<ClientIam, IamLoadError> {
         let state = IamState::load(cfg)?;
         Ok(ClientIam {
             state: RwLock::new(Arc::new(state)),
-            delegate: delegate::DelegateVerifier::new(cfg.token_cache_size, max_checks),
+            delegate: delegate::DelegateVerifier::new(
+                cfg.token_cache_size,
+                cfg.delegate_max_checks,
+            ),
         })
     }
 
@@ -246,8 +249,9 @@ impl ClientIam {
     }
 
     /// Puts reloaded settings in force for new logins.
-    pub fn replace(&self, state: IamState, token_cache_size: usize) {
-        self.delegate.resize(token_cache_size);
+    pub fn replace(&self, state: IamState, cfg: &IamConfig) {
+        self.delegate.resize(cfg.token_cache_size);
+        self.delegate.set_max_checks(cfg.delegate_max_checks);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
     }
 
