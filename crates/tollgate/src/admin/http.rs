@@ -145,12 +145,16 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// Whether Tollgate can serve clients now; the error is the reason, for `/readyz`'s body.
 /// Ready means: not shutting down, the database answered the last connection attempt (the
-/// writer is healthy), and the auth file lists at least one user.
+/// writer is healthy), and some login can succeed: the auth file lists a user, or IAM-verified
+/// clients log in to the database with Tollgate's own IAM tokens (`iam_end_to_end`: iam_auth
+/// on and backend_iam on), which needs no auth-file entry. IAM auth alone is not enough: a
+/// verified client still needs a database credential from the auth file.
 pub fn readiness(
     shutting_down: bool,
     db_available: bool,
     target: &str,
     auth_users: usize,
+    iam_end_to_end: bool,
 ) -> Result<(), String> {
     if shutting_down {
         return Err("not ready: shutting down".into());
@@ -160,8 +164,12 @@ pub fn readiness(
             "not ready: the database at {target} did not answer the last connection attempt"
         ));
     }
-    if auth_users == 0 {
-        return Err("not ready: the auth file lists no users, so every login would fail".into());
+    if auth_users == 0 && !iam_end_to_end {
+        return Err(
+            "not ready: the auth file lists no users (and IAM auth with backend_iam is not on), \
+             so every login would fail"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -184,11 +192,8 @@ pub fn route(req: &Request, shared: &Shared) -> Response {
                 *shared.shutdown.borrow(),
                 global.available(),
                 &shared.pools.connector().addr(),
-                // With IAM auth on, users need no auth-file entry to log in.
-                shared
-                    .auth
-                    .user_count()
-                    .max(usize::from(shared.iam.state().accepts_tokens())),
+                shared.auth.user_count(),
+                shared.iam.state().accepts_tokens() && shared.backend_iam.is_some(),
             ) {
                 Ok(()) => Response::text(200, "ready\n"),
                 Err(why) => Response::text(503, format!("{why}\n")),
@@ -364,13 +369,15 @@ mod tests {
 
     #[test]
     fn readiness_names_what_is_missing() {
-        assert_eq!(readiness(false, true, "db:5432", 3), Ok(()));
-        let down = readiness(false, false, "db:5432", 3).unwrap_err();
+        assert_eq!(readiness(false, true, "db:5432", 3, false), Ok(()));
+        let down = readiness(false, false, "db:5432", 3, false).unwrap_err();
         assert!(down.contains("db:5432"), "{down}");
-        assert!(readiness(false, true, "db:5432", 0)
+        assert!(readiness(false, true, "db:5432", 0, false)
             .unwrap_err()
             .contains("auth file"));
-        assert!(readiness(true, true, "db:5432", 3)
+        // IAM end to end needs no auth-file entry.
+        assert_eq!(readiness(false, true, "db:5432", 0, true), Ok(()));
+        assert!(readiness(true, true, "db:5432", 3, false)
             .unwrap_err()
             .contains("shutting down"));
     }
