@@ -98,6 +98,17 @@ pub fn may_pin_or_reset(sql: &str) -> bool {
     })
 }
 
+/// Both answers for one statement text, with one pre-filter pass and at most one lex: the
+/// first reason `sql` must pin its session, and the resets in it. What the relay calls for
+/// every Query and Parse.
+pub fn inspect(sql: &str) -> (Option<PinReason>, Vec<Reset>) {
+    if !may_pin_or_reset(sql) {
+        return (None, Vec::new());
+    }
+    let tokens = lex(sql);
+    (pin_reason(&tokens), resets(&tokens))
+}
+
 /// Returns the first reason `sql` must pin its session, if any.
 pub fn scan_sql(sql: &str) -> Option<PinReason> {
     if !may_pin_or_reset(sql) {
@@ -540,6 +551,7 @@ mod tests {
                 let tokens = lex(&sql);
                 prop_assert_eq!(scan_sql(&sql), pin_reason(&tokens));
                 prop_assert_eq!(scan_resets(&sql), resets(&tokens));
+                prop_assert_eq!(inspect(&sql), (pin_reason(&tokens), resets(&tokens)));
             }
         }
 

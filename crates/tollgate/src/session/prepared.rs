@@ -63,6 +63,20 @@ struct Pending {
     batch: u64,
 }
 
+impl Pending {
+    /// The answer to a message passed through unchanged (an unnamed statement, a portal, a
+    /// name the proxy never prepared): the client sees it, and it touches no statement.
+    fn passed(tag: u8, batch: u64) -> Self {
+        Pending {
+            tag,
+            stmt: None,
+            swallow: false,
+            existed: false,
+            batch,
+        }
+    }
+}
+
 /// The statements a backend holds (by backend name) and its unanswered Parse/Close.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
@@ -169,13 +183,9 @@ impl ClientStatements {
         };
         if client_name.is_empty() {
             out.put_slice(msg);
-            server.pending.push_back(Pending {
-                tag: PARSE_COMPLETE,
-                stmt: None,
-                swallow: false,
-                existed: false,
-                batch,
-            });
+            server
+                .pending
+                .push_back(Pending::passed(PARSE_COMPLETE, batch));
             return Ok(());
         }
         let client_name = String::from_utf8_lossy(client_name).into_owned();
@@ -282,27 +292,13 @@ impl ClientStatements {
         batch: u64,
         out: &mut BytesMut,
     ) {
-        let Some(client_name) = statement_name(body) else {
+        // A portal, or a name never prepared through us (the server answers CloseComplete for
+        // unknown names too): passed through as it is.
+        let Some(stmt) = statement_name(body).and_then(|name| self.map.remove(name)) else {
             out.put_slice(msg);
-            server.pending.push_back(Pending {
-                tag: CLOSE_COMPLETE,
-                stmt: None,
-                swallow: false,
-                existed: false,
-                batch,
-            });
-            return;
-        };
-        let Some(stmt) = self.map.remove(client_name) else {
-            // Never prepared through us: the server answers CloseComplete for unknown names.
-            out.put_slice(msg);
-            server.pending.push_back(Pending {
-                tag: CLOSE_COMPLETE,
-                stmt: None,
-                swallow: false,
-                existed: false,
-                batch,
-            });
+            server
+                .pending
+                .push_back(Pending::passed(CLOSE_COMPLETE, batch));
             return;
         };
         put_close_statement(out, &stmt.name);

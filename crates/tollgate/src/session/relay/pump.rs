@@ -6,7 +6,7 @@
 use super::Relay;
 use crate::clients::ClientState;
 use crate::config::PoolMode;
-use crate::pin::{scan_resets, scan_sql, PinReason, Reset};
+use crate::pin::{inspect, PinReason, Reset};
 use crate::session::error::SessionError;
 use bytes::BufMut;
 use std::time::Instant;
@@ -123,19 +123,13 @@ impl Relay<'_> {
                 self.outstanding += 1;
                 self.batches_sent += 1;
                 let sql = frontend::parse_query(body)?;
-                if let Some(r) = scan_sql(sql) {
-                    self.pin(r);
-                }
-                self.note_resets(sql);
+                self.note_statement(sql);
                 self.out.put_slice(msg);
             }
             frontend::tag::PARSE => {
                 self.extended_open = true;
                 let p = frontend::parse_parse(body)?;
-                if let Some(r) = scan_sql(p.query) {
-                    self.pin(r);
-                }
-                self.note_resets(p.query);
+                self.note_statement(p.query);
                 let named = !p.name.is_empty();
                 let Some(server) = self.server.as_mut() else {
                     return Err(no_backend());
@@ -199,15 +193,26 @@ impl Relay<'_> {
         Ok(())
     }
 
+    /// What a Query's or Parse's text does to the session: pins it, or resets settings.
+    fn note_statement(&mut self, sql: &str) {
+        let (pin, resets) = inspect(sql);
+        if let Some(r) = pin {
+            self.pin(r);
+        }
+        if !resets.is_empty() {
+            self.note_resets(resets);
+        }
+    }
+
     /// A client's RESET / DISCARD ALL leaves untracked settings on this backend in a state the
     /// proxy cannot be sure of (RESET is transactional): mark them unknown so the next borrow
     /// sets or resets them explicitly. Tracked settings are reported back by the server.
     /// DISCARD ALL and DEALLOCATE ALL also drop every prepared statement.
-    fn note_resets(&mut self, sql: &str) {
+    fn note_resets(&mut self, resets: Vec<Reset>) {
         let Some(server) = self.server.as_mut() else {
             return;
         };
-        for reset in scan_resets(sql) {
+        for reset in resets {
             match reset {
                 Reset::All => {
                     let extras = server.extras.clone();
