@@ -36,6 +36,27 @@ pub mod tag {
     pub const COPY_FAIL: u8 = b'f';
 }
 
+/// Whether `t` is the tag of a message a client may send after start-up ("Message Formats").
+pub fn is_message_tag(t: u8) -> bool {
+    matches!(
+        t,
+        tag::QUERY
+            | tag::PARSE
+            | tag::BIND
+            | tag::DESCRIBE
+            | tag::EXECUTE
+            | tag::CLOSE
+            | tag::SYNC
+            | tag::FLUSH
+            | tag::TERMINATE
+            | tag::PASSWORD
+            | tag::FUNCTION_CALL
+            | tag::COPY_DATA
+            | tag::COPY_DONE
+            | tag::COPY_FAIL
+    )
+}
+
 /// Parses a Query ('Q') body: one String, its NUL required and last.
 pub fn parse_query(body: &[u8]) -> Result<&str, WireError> {
     let mut r = Reader::new(body, "Query");

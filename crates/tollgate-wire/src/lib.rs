@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod build;
 pub mod error;
+pub mod flow;
 pub mod frame;
 pub mod frontend;
 mod reader;

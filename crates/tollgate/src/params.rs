@@ -93,14 +93,20 @@ impl ParamSet {
     pub fn diff_sql(&self, have: &ParamSet, extras: &[String]) -> Option<String> {
         // Runs on every borrow in transaction mode: no allocation unless there is a difference.
         let mut sql = String::new();
+        // client_encoding goes last: the statement is read in the backend's current encoding,
+        // so every other value must be sent before the encoding changes.
         let keys = TRACKED
             .iter()
             .copied()
-            .chain(extras.iter().map(String::as_str));
+            .filter(|k| *k != "client_encoding")
+            .chain(extras.iter().map(String::as_str))
+            .chain(std::iter::once("client_encoding"));
+        let mut non_ascii = false;
         for key in keys {
             match (self.map.get(key), have.map.get(key)) {
                 (Some((_, w)), Some((_, g))) if w == g => {}
                 (Some((name, w)), _) => {
+                    non_ascii |= !w.is_ascii();
                     sql.push_str(&format!(
                         "SET {} TO {};",
                         quote_ident(name),
@@ -113,7 +119,28 @@ impl ParamSet {
                 (None, None) => {}
             }
         }
-        (!sql.is_empty()).then_some(sql)
+        if sql.is_empty() {
+            return None;
+        }
+        // The values are UTF-8; a backend left in another encoding by its last client would
+        // read their bytes as that encoding, so switch it to UTF-8 first (the client's own
+        // encoding comes back at the end).
+        let backend_utf8 = have
+            .get("client_encoding")
+            .is_none_or(|e| e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("unicode"));
+        if non_ascii && !backend_utf8 {
+            sql.insert_str(0, "SET client_encoding TO 'UTF8';");
+            if !sql.contains("SET \"client_encoding\"") {
+                if let Some((name, w)) = self.map.get("client_encoding") {
+                    sql.push_str(&format!(
+                        "SET {} TO {};",
+                        quote_ident(name),
+                        quote_literal(w)
+                    ));
+                }
+            }
+        }
+        Some(sql)
     }
 }
 
@@ -122,9 +149,24 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Quotes a value as a standard string literal.
+/// Quotes a value as an escape string literal (`E'...'`, every backslash and quote doubled).
+///
+/// Why not a plain `'...'`: its meaning depends on the backend's `standard_conforming_strings`,
+/// which the previous client may have turned off; then `\'` ends nothing and a value such as
+/// `x\';DROP TABLE t;--` escapes the literal. An `E''` literal is read the same way whatever
+/// that setting says.
 pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let mut out = String::with_capacity(value.len() + 3);
+    out.push_str("E'");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Whether a client-sent setting name is a plausible GUC name (letters, digits, `_`, `.`).
@@ -206,10 +248,33 @@ mod tests {
         have.set("application_name", "it's");
         have.set("search_path", "x");
         let sql = want.diff_sql(&have, &["search_path".into()]).unwrap();
-        assert_eq!(sql, "SET \"TimeZone\" TO 'UTC';RESET \"search_path\";");
+        assert_eq!(sql, "SET \"TimeZone\" TO E'UTC';RESET \"search_path\";");
         have.set("timezone", "UTC");
         have.remove("search_path");
         assert_eq!(want.diff_sql(&have, &["search_path".into()]), None);
+    }
+
+    #[test]
+    fn literals_cannot_be_escaped_from() {
+        assert_eq!(
+            quote_literal("x\\';DROP TABLE t;--"),
+            "E'x\\\\'';DROP TABLE t;--'"
+        );
+        assert_eq!(quote_literal("it's"), "E'it''s'");
+    }
+
+    #[test]
+    fn encoding_changes_last_and_non_ascii_values_go_as_utf8() {
+        let mut want = ParamSet::default();
+        want.set("client_encoding", "SJIS");
+        want.set("application_name", "caf\u{e9}");
+        let mut have = ParamSet::default();
+        have.set("client_encoding", "LATIN1");
+        let sql = want.diff_sql(&have, &[]).unwrap();
+        assert_eq!(
+            sql,
+            "SET client_encoding TO 'UTF8';SET \"application_name\" TO E'caf\u{e9}';SET \"client_encoding\" TO E'SJIS';"
+        );
     }
 
     #[test]

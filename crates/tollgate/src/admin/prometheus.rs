@@ -95,6 +95,11 @@ pub fn render(s: &MetricsSnapshot) -> String {
         "Client connections closed after login (RDS Proxy: ClientConnectionsClosed).",
         s.clients_closed,
     );
+    w.counter(
+        "tollgate_backend_retries_total",
+        "Requests sent again on another database connection because the one borrowed died before answering (the client saw only latency).",
+        s.backend_retries,
+    );
 
     w.gauge(
         "tollgate_database_connections",
@@ -348,6 +353,7 @@ mod tests {
             clients_setup_succeeded: 9,
             setup_failures: vec![("auth_failed", 2), ("tls_required", 1)],
             clients_closed: 2,
+            backend_retries: 0,
             pins: vec![("named_prepared_statement", 0), ("session_set", 3)],
             cancels_forwarded: 1,
             cancels_ignored: 4,

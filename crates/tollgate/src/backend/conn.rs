@@ -96,6 +96,8 @@ impl ServerConn {
         let mut out = BytesMut::new();
         build::query(&mut out, sql);
         self.write_all(&out).await?;
+        // A simple Query destroys the unnamed statement, whoever prepared it.
+        self.statements.forget_unnamed();
         let mut first = None;
         let mut error = None;
         loop {

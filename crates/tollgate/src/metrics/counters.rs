@@ -66,6 +66,8 @@ pub struct Stats {
     pub cancels_ignored: Counter,
     /// Client connections closed after login.
     pub clients_closed: Counter,
+    /// Requests sent again on another backend because the first died before answering.
+    pub backend_retries: Counter,
     /// Clients refused during startup or login, by reason.
     pub setup_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// IAM auth tokens accepted, by how (`local`, `delegate`, `delegate_cache`).

@@ -24,6 +24,8 @@ pub struct MetricsSnapshot {
     pub setup_failures: Vec<(&'static str, u64)>,
     /// Client connections closed after login.
     pub clients_closed: u64,
+    /// Requests sent again on another backend because the first died before answering.
+    pub backend_retries: u64,
     /// Pins by reason, every reason listed (zeros included).
     pub pins: Vec<(&'static str, u64)>,
     /// Cancels forwarded to a backend.
@@ -157,6 +159,7 @@ impl MetricsSnapshot {
             clients_setup_succeeded: stats.clients_setup_succeeded.get(),
             setup_failures,
             clients_closed: stats.clients_closed.get(),
+            backend_retries: stats.backend_retries.get(),
             pins: PinReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), stats.pins_for(*r)))

@@ -46,6 +46,28 @@ impl ClientConn {
         self.stream.read_buf(&mut self.rbuf).await
     }
 
+    /// Poll form of [`Self::read_when_ready`], for the relay's two-way I/O step.
+    pub fn poll_read_when_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.rbuf.capacity() == 0 {
+            // The poll form keeps its waker between polls (a dropped `readable()` future would
+            // take its registration with it).
+            if let Stream::Plain(tcp) = &self.stream {
+                match tcp.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        let read = std::pin::pin!(self.read_when_ready());
+        read.poll(cx)
+    }
+
     /// Reads one whole message of at most `max` bytes (login phase).
     pub async fn read_message(&mut self, max: usize) -> Result<frame::Message, SessionError> {
         loop {

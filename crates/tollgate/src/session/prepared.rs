@@ -41,10 +41,16 @@ struct Statement {
     rest: Bytes,
 }
 
-/// The named statements a client has prepared, by the client's own names.
+/// The named statements a client has prepared, by the client's own names, and its unnamed
+/// statement.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     map: HashMap<String, Statement>,
+    /// The client's unnamed statement (Parse body after the name), if it has one. It outlives
+    /// a Sync (libpq's PQprepare then PQexecPrepared is two round trips), so a client that
+    /// changed backends in between gets it prepared again on the new one; a simple Query
+    /// destroys it, as on the server.
+    unnamed: Option<Bytes>,
 }
 
 /// A Parse or Close sent to a backend whose Complete message has not come back yet.
@@ -59,6 +65,8 @@ struct Pending {
     /// For a Parse: the backend already held this statement when it was sent (so a skipped
     /// Parse leaves it in place).
     existed: bool,
+    /// A Parse of the unnamed statement (a failed one leaves none).
+    unnamed: bool,
     /// Which batch (count of Query/Sync/FunctionCall sent before it).
     batch: u64,
 }
@@ -72,6 +80,7 @@ impl Pending {
             stmt: None,
             swallow: false,
             existed: false,
+            unnamed: false,
             batch,
         }
     }
@@ -81,6 +90,9 @@ impl Pending {
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     prepared: HashMap<Arc<str>, Held>,
+    /// What the backend's unnamed statement holds, as far as the proxy sent it (another
+    /// client's, possibly): compared with the client's before its Bind/Describe uses it.
+    unnamed: Option<Bytes>,
     pending: VecDeque<Pending>,
     /// Use counter: `Held::used` values come from it, for least-recently-used eviction.
     tick: u64,
@@ -162,6 +174,7 @@ impl ClientStatements {
             stmt: Some((stmt.name.clone(), stmt.rest.clone())),
             swallow: true,
             existed: false,
+            unnamed: false,
             batch,
         });
     }
@@ -183,9 +196,12 @@ impl ClientStatements {
         };
         if client_name.is_empty() {
             out.put_slice(msg);
-            server
-                .pending
-                .push_back(Pending::passed(PARSE_COMPLETE, batch));
+            let rest = Bytes::copy_from_slice(rest);
+            self.unnamed = Some(rest.clone());
+            server.unnamed = Some(rest);
+            let mut p = Pending::passed(PARSE_COMPLETE, batch);
+            p.unnamed = true;
+            server.pending.push_back(p);
             return Ok(());
         }
         let client_name = String::from_utf8_lossy(client_name).into_owned();
@@ -205,6 +221,7 @@ impl ClientStatements {
                     stmt: Some((name.clone(), rest.clone())),
                     swallow: true,
                     existed: false,
+                    unnamed: false,
                     batch,
                 });
                 true
@@ -221,6 +238,7 @@ impl ClientStatements {
             stmt: Some((name.clone(), rest.clone())),
             swallow: false,
             existed,
+            unnamed: false,
             batch,
         });
         self.map.insert(client_name, Statement { name, rest });
@@ -255,8 +273,55 @@ impl ClientStatements {
                     &[portal, b"\0", stmt.name.as_bytes(), b"\0", tail],
                 );
             }
+            _ if stmt_name.is_empty() => {
+                self.ensure_unnamed(server, batch, out);
+                out.put_slice(msg);
+            }
             _ => out.put_slice(msg),
         }
+    }
+
+    /// Makes the backend's unnamed statement the client's before the client uses it: prepares
+    /// the client's again where the backend holds another (or none), and where the client has
+    /// none, closes whatever the backend holds so the server answers as PostgreSQL would for
+    /// this client (26000, unnamed prepared statement does not exist). Never runs another
+    /// client's text.
+    fn ensure_unnamed(&self, server: &mut ServerStatements, batch: u64, out: &mut BytesMut) {
+        if server.unnamed == self.unnamed {
+            return;
+        }
+        match &self.unnamed {
+            Some(rest) => {
+                put_parse(out, "", rest);
+                server.unnamed = Some(rest.clone());
+                server.pending.push_back(Pending {
+                    tag: PARSE_COMPLETE,
+                    stmt: None,
+                    swallow: true,
+                    existed: false,
+                    unnamed: true,
+                    batch,
+                });
+            }
+            None => {
+                put_close_statement(out, "");
+                server.unnamed = None;
+                server.pending.push_back(Pending {
+                    tag: CLOSE_COMPLETE,
+                    stmt: None,
+                    swallow: true,
+                    existed: false,
+                    unnamed: false,
+                    batch,
+                });
+            }
+        }
+    }
+
+    /// A simple Query: the server destroys the unnamed statement before running it.
+    pub fn on_query(&mut self, server: &mut ServerStatements) {
+        self.unnamed = None;
+        server.unnamed = None;
     }
 
     /// A client Describe: rewrites `S name`; portals pass unchanged.
@@ -269,6 +334,11 @@ impl ClientStatements {
         limit: usize,
         out: &mut BytesMut,
     ) {
+        if body.first() == Some(&b'S') && body.get(1) == Some(&0) {
+            self.ensure_unnamed(server, batch, out);
+            out.put_slice(msg);
+            return;
+        }
         match self.statement_target(body) {
             Some(stmt) => {
                 Self::ensure(stmt, server, batch, limit, out);
@@ -292,6 +362,10 @@ impl ClientStatements {
         batch: u64,
         out: &mut BytesMut,
     ) {
+        if body.first() == Some(&b'S') && body.get(1) == Some(&0) {
+            self.unnamed = None;
+            server.unnamed = None;
+        }
         // A portal, or a name never prepared through us (the server answers CloseComplete for
         // unknown names too): passed through as it is.
         let Some(stmt) = statement_name(body).and_then(|name| self.map.remove(name)) else {
@@ -308,6 +382,7 @@ impl ClientStatements {
             stmt: Some((stmt.name, stmt.rest)),
             swallow: false,
             existed: false,
+            unnamed: false,
             batch,
         });
     }
@@ -351,6 +426,11 @@ impl ServerStatements {
         self.prepared.clear();
     }
 
+    /// A simple Query was sent: it destroys the unnamed statement.
+    pub fn forget_unnamed(&mut self) {
+        self.unnamed = None;
+    }
+
     /// Marks `name` used now; whether the backend holds it.
     fn touch(&mut self, name: &str) -> bool {
         self.tick += 1;
@@ -389,6 +469,7 @@ impl ServerStatements {
                 stmt: Some((victim, held.rest)),
                 swallow: true,
                 existed: false,
+                unnamed: false,
                 batch,
             });
         }
@@ -425,6 +506,10 @@ impl ServerStatements {
             if p.batch != batch {
                 kept.push_back(p);
                 continue;
+            }
+            if p.unnamed {
+                // A failed (or skipped) Parse of the unnamed statement leaves none behind.
+                self.unnamed = None;
             }
             match (p.tag, p.stmt) {
                 (PARSE_COMPLETE, Some((name, rest))) => {

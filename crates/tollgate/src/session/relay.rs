@@ -19,10 +19,14 @@ use crate::pin::PinReason;
 use crate::pool::Pool;
 use crate::pool::PoolError;
 use crate::server::Shared;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tollgate_wire::flow::Flow;
 use tollgate_wire::scanner::Scanner;
 use tollgate_wire::{frontend, TxStatus};
 
@@ -48,13 +52,32 @@ pub struct Relay<'a> {
     pub(super) server: Option<ServerConn>,
     c_scan: Scanner,
     s_scan: Scanner,
-    /// Query/Sync/FunctionCall sent whose ReadyForQuery has not come back.
-    outstanding: usize,
-    /// Extended-protocol messages sent since the last Sync.
-    extended_open: bool,
+    /// What the backend still owes (see `tollgate_wire::flow`): decides when it is free.
+    flow: Flow,
     pub(super) pinned: Option<PinReason>,
     draining: bool,
-    out: BytesMut,
+    /// Bytes for the backend not yet written (at most about [`HIGH_WATER`] before the relay
+    /// stops taking more from the client).
+    to_server: BytesMut,
+    /// Bytes for the client not yet written (likewise bounded before the relay stops reading
+    /// the backend). The two directions move independently, so a client that writes a large
+    /// message while the server streams rows never deadlocks with it.
+    to_client: BytesMut,
+    /// Bytes were written towards each peer and may sit in a TLS buffer until flushed.
+    server_unflushed: bool,
+    client_unflushed: bool,
+    /// The backend ended the session with FATAL/PANIC; end once the client has been told.
+    server_fatal: bool,
+    /// The client's raw bytes consumed since this backend was attached, kept while nothing of
+    /// the backend's answer has reached the client, so a backend that turns out dead can be
+    /// replaced and the request sent again (None once that is no longer possible).
+    replay: Option<BytesMut>,
+    /// Backends replaced for the current request.
+    retries: u32,
+    /// The backend failed before answering and the request is to be sent again (why).
+    retry_due: Option<String>,
+    /// RESET / DISCARD ALL / DEALLOCATE ALL sent and not yet confirmed by the server.
+    pending_resets: Vec<crate::pin::Reset>,
     /// This client's entry in the registry (SHOW CLIENTS, KILL).
     info: Arc<ClientInfo>,
     /// Whether the held backend is inside a transaction (for the in-transaction gauge).
@@ -65,16 +88,37 @@ pub struct Relay<'a> {
     sent_at: Option<Instant>,
     /// Named statements this client prepared (transaction mode).
     statements: ClientStatements,
-    /// Query/Sync/FunctionCall messages sent so far (numbers the batches).
-    batches_sent: u64,
-    /// ReadyForQuery messages received so far (the batch in progress is this number).
-    batches_done: u64,
     /// The reloadable settings read on the data path (idle_client_timeout, max_message_size),
     /// refreshed at each borrow so a reload reaches running sessions without a per-message read.
     live: Arc<Config>,
 }
 
 mod pump;
+
+/// Pending output per direction before the relay stops reading the peer that feeds it.
+const HIGH_WATER: usize = 64 * 1024;
+/// Backends replaced for one request before its client is told the backend was lost.
+const MAX_RETRIES: u32 = 2;
+
+/// What the client's buffered bytes amount to while it holds no backend.
+enum FirstRequest {
+    /// Nothing worth a backend yet.
+    None,
+    /// Terminate: leave without a backend.
+    Terminate,
+    /// A request: take a backend.
+    Ready,
+}
+
+/// Why the I/O step stopped.
+enum IoError {
+    /// The client's socket failed.
+    Client(std::io::Error),
+    /// The client closed its socket.
+    ClientClosed,
+    /// The backend's socket failed or closed.
+    Server(String),
+}
 
 impl<'a> Relay<'a> {
     /// A relay for a freshly logged-in client.
@@ -97,18 +141,23 @@ impl<'a> Relay<'a> {
             server: None,
             c_scan: Scanner::new(),
             s_scan: Scanner::new(),
-            outstanding: 0,
-            extended_open: false,
+            flow: Flow::new(),
             pinned: None,
             draining: false,
-            out: BytesMut::new(),
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
+            server_unflushed: false,
+            client_unflushed: false,
+            server_fatal: false,
+            replay: None,
+            retries: 0,
+            retry_due: None,
+            pending_resets: Vec::new(),
             info,
             in_transaction: false,
             request_started: None,
             sent_at: None,
             statements: ClientStatements::default(),
-            batches_sent: 0,
-            batches_done: 0,
             live: shared.live(),
         }
     }
@@ -195,9 +244,18 @@ impl<'a> Relay<'a> {
         }
         self.live = self.shared.live();
         self.server = Some(conn);
-        if self.out.capacity() == 0 {
-            self.out = super::buffers::take();
+        self.flow = Flow::new();
+        if self.to_server.capacity() == 0 {
+            self.to_server = super::buffers::take();
         }
+        if self.to_client.capacity() == 0 {
+            self.to_client = super::buffers::take();
+        }
+        // A request on a backend just taken from the pool can be sent again elsewhere if this
+        // one turns out dead (transaction mode, between transactions only).
+        self.replay =
+            (self.mode() == PoolMode::Transaction && self.pinned.is_none() && !self.in_transaction)
+                .then(BytesMut::new);
         Ok(())
     }
 
@@ -221,15 +279,18 @@ impl<'a> Relay<'a> {
             return;
         }
         let Some(server) = &self.server else { return };
-        let boundary = self.outstanding == 0
-            && !self.extended_open
+        let boundary = self.flow.idle()
             && server.tx_status == TxStatus::Idle
             && !self.c_scan.mid_message()
             && !self.s_scan.mid_message()
             && !server.statements.has_pending()
-            && server.rbuf.is_empty();
+            && server.rbuf.is_empty()
+            && self.to_server.is_empty()
+            && !self.server_unflushed;
         if boundary {
             if let Some(conn) = self.detach() {
+                self.replay = None;
+                self.retries = 0;
                 self.pool.put(conn);
             }
         }
@@ -250,68 +311,68 @@ impl<'a> Relay<'a> {
         loop {
             // Re-read each turn: a reload reaches this session at its next borrow.
             let idle_timeout = self.live.idle_client_timeout;
-            // Borrow only once a whole message header is here (a lone byte is not a request).
-            let ready =
-                self.server.is_some() || self.client.rbuf.len() >= tollgate_wire::frame::HEADER_LEN;
-            if ready && !self.client.rbuf.is_empty() {
-                if self.server.is_none() {
-                    match self.client.rbuf.first() {
-                        Some(&frontend::tag::TERMINATE) => return Ok(End::Terminated),
-                        Some(_) if self.draining => return Err(SessionError::ShuttingDown),
-                        // Boxed: a borrow's future is large and an idle session should not
-                        // carry its space while it waits for the client.
-                        Some(_) => Box::pin(self.borrow()).await?,
-                        None => {}
-                    }
+            if self.server.is_none() && self.to_client.is_empty() {
+                match self.first_request()? {
+                    FirstRequest::None => {}
+                    FirstRequest::Terminate => return Ok(End::Terminated),
+                    FirstRequest::Ready if self.draining => return Err(SessionError::ShuttingDown),
+                    // Boxed: a borrow's future is large and an idle session should not carry
+                    // its space while it waits for the client.
+                    FirstRequest::Ready => Box::pin(self.borrow()).await?,
                 }
-                if self.pump_client().await? {
+            }
+            if self.server.is_some() {
+                if self.process_client()? {
                     return Ok(End::Terminated);
+                }
+                self.process_server()?;
+                if let Some(why) = self.retry_due.take() {
+                    self.retry(&why).await?;
+                    continue;
+                }
+                if self.server_fatal {
+                    return Err(self.end_after_fatal().await);
                 }
             }
             self.maybe_release();
-            if self.draining && self.server.is_none() {
+            if self.draining && self.server.is_none() && self.to_client.is_empty() {
                 return Err(SessionError::ShuttingDown);
             }
-            let waiting_on_client = self.outstanding == 0 && !self.s_scan.mid_message();
-            if self.server.is_none() && self.client.rbuf.is_empty() {
+            let waiting_on_client = self.c_scan.mid_message()
+                || (!self.flow.server_turn() && !self.s_scan.mid_message());
+            if self.server.is_none() && self.client.rbuf.is_empty() && self.to_client.is_empty() {
                 // An idle client holds no buffers: thousands of idle clients cost little memory.
                 // (Over plain TCP the next read waits for readability before allocating; TLS
-                // reads need a buffer at once, so only the output buffer goes there.)
+                // reads need a buffer at once, so only the output buffers go there.)
                 if !self.client.stream.is_tls() && self.client.rbuf.capacity() > 0 {
                     super::buffers::give(&mut self.client.rbuf);
                 }
-                if self.out.capacity() > 0 {
-                    super::buffers::give(&mut self.out);
+                if self.to_server.capacity() > 0 {
+                    super::buffers::give(&mut self.to_server);
+                }
+                if self.to_client.capacity() > 0 {
+                    super::buffers::give(&mut self.to_client);
                 }
             }
             let draining = self.draining;
-            let server = &mut self.server;
-            let client = &mut self.client;
             tokio::select! {
                 _ = &mut killed => return Err(SessionError::Killed),
-                r = client.read_when_ready() => {
-                    if r? == 0 {
-                        return Ok(End::Disconnected);
-                    }
-                    last_activity = tokio::time::Instant::now();
-                }
-                r = async {
-                    match server.as_mut() {
-                        Some(s) => {
-                            if s.rbuf.capacity() - s.rbuf.len() < 1024 {
-                                s.rbuf.reserve(8192);
+                r = self.io() => {
+                    let moved = match r {
+                        Ok(moved) => moved,
+                        Err(IoError::Client(e)) => return Err(SessionError::ClientIo(e)),
+                        Err(IoError::ClientClosed) => return Ok(End::Disconnected),
+                        Err(IoError::Server(why)) => {
+                            if self.retry_possible() {
+                                self.retry(&why).await?;
+                                continue;
                             }
-                            s.stream.read_buf(&mut s.rbuf).await
+                            return Err(self.server_lost(why));
                         }
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    // Traffic from the server counts as activity: a long query is not idleness.
-                    last_activity = tokio::time::Instant::now();
-                    match r {
-                        Ok(0) => return Err(self.server_lost("the database closed the connection".into())),
-                        Ok(_) => self.pump_server().await?,
-                        Err(e) => return Err(self.server_lost(e.to_string())),
+                    };
+                    // Traffic either way counts as activity: a long query is not idleness.
+                    if moved {
+                        last_activity = tokio::time::Instant::now();
                     }
                 }
                 _ = &mut idle, if waiting_on_client => {
@@ -326,6 +387,198 @@ impl<'a> Relay<'a> {
                 }
             }
         }
+    }
+
+    /// Whether the client's buffered bytes hold a request worth a backend: a whole first
+    /// message, or a buffer's worth of a large one. (A backend is not taken on a bare header
+    /// while the body trickles in.)
+    fn first_request(&self) -> Result<FirstRequest, SessionError> {
+        let buf = &self.client.rbuf;
+        let Some(header) = tollgate_wire::frame::peek_header(buf)? else {
+            return Ok(FirstRequest::None);
+        };
+        if header.tag == frontend::tag::TERMINATE {
+            return Ok(FirstRequest::Terminate);
+        }
+        if !frontend::is_message_tag(header.tag) {
+            return Err(SessionError::Protocol(format!(
+                "unexpected message type 0x{:02x}",
+                header.tag
+            )));
+        }
+        // A message the relay reads whole is taken whole before a backend is (bounded by
+        // max_message_size); one it streams, once a buffer's worth is here.
+        let read_whole = matches!(
+            header.tag,
+            frontend::tag::QUERY
+                | frontend::tag::PARSE
+                | frontend::tag::BIND
+                | frontend::tag::DESCRIBE
+                | frontend::tag::CLOSE
+        );
+        let max = self.live.max_message_size;
+        if read_whole && header.frame_len() > max {
+            return Err(tollgate_wire::WireError::TooLarge {
+                len: header.frame_len(),
+                limit: max,
+            }
+            .into());
+        }
+        let whole = buf.len() >= header.frame_len();
+        Ok(
+            if whole || (!read_whole && buf.len() >= super::buffers::BUFFER_SIZE) {
+                FirstRequest::Ready
+            } else {
+                FirstRequest::None
+            },
+        )
+    }
+
+    /// One step of I/O in both directions at once: writes what is pending to each peer and
+    /// reads from each peer whose pending output has room. Returns whether any byte moved.
+    async fn io(&mut self) -> Result<bool, IoError> {
+        let may_read_client =
+            self.to_server.len() < HIGH_WATER && !self.flow.backlogged() && !self.draining_idle();
+        std::future::poll_fn(|cx| {
+            let mut moved = false;
+            if let Some(server) = self.server.as_mut() {
+                let s = &mut server.stream;
+                if !self.to_server.is_empty() {
+                    match Pin::new(&mut *s).poll_write(cx, &self.to_server) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(IoError::Server(
+                                "the database stopped reading".into(),
+                            )))
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.to_server.advance(n);
+                            self.server_unflushed = true;
+                            moved = true;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(IoError::Server(e.to_string())))
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if self.to_server.is_empty() && self.server_unflushed {
+                    match Pin::new(&mut *s).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.server_unflushed = false,
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(IoError::Server(e.to_string())))
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if self.to_client.len() < HIGH_WATER {
+                    if server.rbuf.capacity() - server.rbuf.len() < 1024 {
+                        server.rbuf.reserve(super::buffers::BUFFER_SIZE);
+                    }
+                    let read = std::pin::pin!(server.stream.read_buf(&mut server.rbuf));
+                    match read.poll(cx) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(IoError::Server(
+                                "the database closed the connection".into(),
+                            )))
+                        }
+                        Poll::Ready(Ok(_)) => moved = true,
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(IoError::Server(e.to_string())))
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            let c = &mut self.client;
+            if !self.to_client.is_empty() {
+                match Pin::new(&mut c.stream).poll_write(cx, &self.to_client) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(IoError::ClientClosed)),
+                    Poll::Ready(Ok(n)) => {
+                        self.pool.stats.bytes_to_clients.add(n as u64);
+                        self.to_client.advance(n);
+                        self.client_unflushed = true;
+                        moved = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(IoError::Client(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if self.to_client.is_empty() && self.client_unflushed {
+                match Pin::new(&mut c.stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.client_unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(IoError::Client(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if may_read_client {
+                match c.poll_read_when_ready(cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(IoError::ClientClosed)),
+                    Poll::Ready(Ok(_)) => moved = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(IoError::Client(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if moved {
+                Poll::Ready(Ok(true))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// While shutting down, an idle session reads no new request (it is about to close).
+    fn draining_idle(&self) -> bool {
+        self.draining && self.server.is_none()
+    }
+
+    /// The backend ended the session with a FATAL error: give the client what it has been
+    /// sent (the error included), bounded in time, then end.
+    async fn end_after_fatal(&mut self) -> SessionError {
+        let out = std::mem::take(&mut self.to_client);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.client.stream.write_all(&out).await;
+            let _ = self.client.stream.flush().await;
+        })
+        .await;
+        let _ = self.server_lost("the database ended the session".into());
+        SessionError::ClientIo(std::io::ErrorKind::ConnectionAborted.into())
+    }
+
+    /// Whether the backend that just failed can be replaced transparently: nothing of its
+    /// answer reached the client, and the client's request since it was attached is kept.
+    fn retry_possible(&self) -> bool {
+        self.replay.is_some() && self.retries < MAX_RETRIES && !self.draining
+    }
+
+    /// Replaces a backend that died before answering: closes it, takes another and puts the
+    /// client's request back in front of its unread bytes so it is sent again as it was.
+    async fn retry(&mut self, why: &str) -> Result<(), SessionError> {
+        let Some(replay) = self.replay.take() else {
+            return Err(SessionError::ServerLost(why.to_string()));
+        };
+        self.retries += 1;
+        self.shared.stats.backend_retries.inc();
+        tracing::info!(peer = %self.client.peer, pool = %self.pool.key, error = why, attempt = self.retries,
+            "backend failed before answering; sending the request to another one");
+        if let Some(mut dead) = self.detach() {
+            dead.broken = true;
+            drop(dead);
+        }
+        let mut rbuf = replay;
+        rbuf.extend_from_slice(&self.client.rbuf);
+        self.client.rbuf = rbuf;
+        self.c_scan = Scanner::new();
+        self.s_scan = Scanner::new();
+        self.to_server.clear();
+        self.server_unflushed = false;
+        self.server_fatal = false;
+        self.request_started = None;
+        self.sent_at = None;
+        let retries = self.retries;
+        Box::pin(self.borrow()).await?;
+        self.retries = retries;
+        Ok(())
     }
 
     fn server_lost(&mut self, why: String) -> SessionError {
@@ -358,8 +611,8 @@ impl<'a> Relay<'a> {
         let Some(mut conn) = self.detach() else {
             return;
         };
-        let clean = self.outstanding == 0
-            && !self.extended_open
+        let clean = self.flow.idle()
+            && self.to_server.is_empty()
             && !self.c_scan.mid_message()
             && !self.s_scan.mid_message()
             && conn.rbuf.is_empty()

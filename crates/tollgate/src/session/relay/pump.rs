@@ -3,17 +3,19 @@
 //! rewrites named-statement messages in transaction mode (see `session/prepared.rs`), and
 //! writes everything else through unchanged in one write per read.
 
-use super::Relay;
+use super::{Relay, HIGH_WATER};
 use crate::clients::ClientState;
 use crate::config::PoolMode;
 use crate::pin::{inspect, PinReason, Reset};
 use crate::session::error::SessionError;
 use bytes::BufMut;
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
 use tollgate_wire::frame::HEADER_LEN;
 use tollgate_wire::scanner::Chunk;
 use tollgate_wire::{backend, frontend, TxStatus};
+
+/// Most client bytes kept to send a request again on another backend (see `Relay::replay`).
+const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// Client messages read whole in session mode.
 fn client_inspects_session(tag: u8) -> bool {
@@ -48,68 +50,90 @@ fn server_inspects(tag: u8) -> bool {
     )
 }
 
+/// Server messages read whole while a client's RESET / DISCARD / DEALLOCATE awaits its
+/// CommandComplete.
+fn server_inspects_resets(tag: u8) -> bool {
+    server_inspects(tag) || tag == backend::tag::COMMAND_COMPLETE
+}
+
 impl Relay<'_> {
-    /// Forwards complete (or pass-through) client messages to the backend. Returns true when
-    /// the client sent Terminate.
-    pub(super) async fn pump_client(&mut self) -> Result<bool, SessionError> {
+    /// Moves complete (or pass-through) client messages into `to_server`, until it holds
+    /// [`HIGH_WATER`] bytes. Returns true when the client sent Terminate.
+    pub(super) fn process_client(&mut self) -> Result<bool, SessionError> {
         let max = self.live.max_message_size;
-        let rewrite = self.mode() == PoolMode::Transaction && self.live.max_prepared_statements > 0;
+        // In transaction mode Bind/Describe/Close are always read: statements (the unnamed
+        // one too) follow the client across backends, even after a reload set
+        // max_prepared_statements to 0 (then new named statements pin instead).
+        let rewrite = self.mode() == PoolMode::Transaction;
         let inspects = if rewrite {
             client_inspects_transaction
         } else {
             client_inspects_session
         };
-        let mut terminate = false;
-        let handled_at = Instant::now();
-        let outstanding_before = self.outstanding;
-        self.out.clear();
-        loop {
+        let was_waiting = self.flow.waiting();
+        let before = self.to_server.len();
+        while self.to_server.len() < HIGH_WATER && !self.flow.backlogged() {
             let chunk = self.c_scan.next(&self.client.rbuf, inspects, max)?;
             match chunk {
                 Chunk::NeedMore => break,
                 Chunk::Pass { n, tag } => {
                     if let Some(t) = tag {
                         self.note_client_message(t);
+                        self.flow.sent(t);
                     }
                     let bytes = self.client.rbuf.split_to(n);
-                    self.out.extend_from_slice(&bytes);
+                    self.keep_for_replay(&bytes);
+                    self.to_server.extend_from_slice(&bytes);
                 }
                 Chunk::Whole { tag, len } => {
                     let msg = self.client.rbuf.split_to(len);
-                    let body = msg.get(HEADER_LEN..).unwrap_or(&[]);
                     if tag == frontend::tag::TERMINATE {
-                        terminate = true;
-                        break;
+                        return Ok(true);
                     }
+                    self.keep_for_replay(&msg);
+                    let body = msg.get(HEADER_LEN..).unwrap_or(&[]);
+                    let from = self.to_server.len();
                     self.client_message(tag, &msg, body, rewrite)?;
+                    // What went out may include messages the proxy added (a Parse a backend
+                    // lacked, a Close to make room): the flow must count them all.
+                    let mut at = from;
+                    while let Some(Ok(Some(h))) = self
+                        .to_server
+                        .get(at..)
+                        .map(tollgate_wire::frame::peek_header)
+                    {
+                        self.flow.sent(h.tag);
+                        at = at.saturating_add(h.frame_len());
+                    }
                 }
             }
         }
-        if !self.out.is_empty() {
-            let Some(server) = self.server.as_mut() else {
-                return Err(no_backend());
-            };
-            let written = async {
-                server.stream.write_all(&self.out).await?;
-                server.stream.flush().await
-            };
-            if let Err(e) = written.await {
-                return Err(self.server_lost(e.to_string()));
-            }
-            self.pool
-                .stats
-                .bytes_from_clients
-                .add(self.out.len() as u64);
-            if outstanding_before == 0 && self.outstanding > 0 {
-                self.request_started = Some(handled_at);
-                self.sent_at = Some(Instant::now());
+        let added = self.to_server.len() - before.min(self.to_server.len());
+        if added > 0 {
+            self.pool.stats.bytes_from_clients.add(added as u64);
+            if !was_waiting && self.flow.waiting() {
+                let now = Instant::now();
+                self.request_started = Some(now);
+                self.sent_at = Some(now);
             }
         }
-        Ok(terminate)
+        Ok(false)
+    }
+
+    /// Keeps the client's bytes while the request could still be sent to another backend;
+    /// gives up (for good, until the next borrow) past [`REPLAY_LIMIT`].
+    fn keep_for_replay(&mut self, bytes: &[u8]) {
+        if let Some(r) = self.replay.as_mut() {
+            if r.len() + bytes.len() > REPLAY_LIMIT {
+                self.replay = None;
+            } else {
+                r.extend_from_slice(bytes);
+            }
+        }
     }
 
     /// One whole client message of interest: note what it means, then append what the backend
-    /// gets to `self.out`.
+    /// gets to `self.to_server`.
     fn client_message(
         &mut self,
         tag: u8,
@@ -117,17 +141,17 @@ impl Relay<'_> {
         body: &[u8],
         rewrite: bool,
     ) -> Result<(), SessionError> {
-        let batch = self.batches_sent;
+        let batch = self.flow.next_batch();
         match tag {
             frontend::tag::QUERY => {
-                self.outstanding += 1;
-                self.batches_sent += 1;
                 let sql = frontend::parse_query(body)?;
                 self.note_statement(sql);
-                self.out.put_slice(msg);
+                if let Some(server) = self.server.as_mut() {
+                    self.statements.on_query(&mut server.statements);
+                }
+                self.to_server.put_slice(msg);
             }
             frontend::tag::PARSE => {
-                self.extended_open = true;
                 let p = frontend::parse_parse(body)?;
                 self.note_statement(p.query);
                 let named = !p.name.is_empty();
@@ -138,7 +162,7 @@ impl Relay<'_> {
                     if named {
                         self.pin(PinReason::NamedStatement);
                     }
-                    self.out.put_slice(msg);
+                    self.to_server.put_slice(msg);
                     return Ok(());
                 }
                 let limit = self.live.max_prepared_statements;
@@ -148,23 +172,22 @@ impl Relay<'_> {
                     &mut server.statements,
                     batch,
                     limit,
-                    &mut self.out,
+                    &mut self.to_server,
                 ) {
                     Ok(()) => {}
                     Err(why) => {
                         tracing::info!(peer = %self.client.peer, reason = ?why,
                             "named statement cannot be shared across backends; pinning the client");
                         self.pin(PinReason::NamedStatement);
-                        self.out.put_slice(msg);
+                        self.to_server.put_slice(msg);
                     }
                 }
             }
             frontend::tag::BIND | frontend::tag::DESCRIBE | frontend::tag::CLOSE => {
-                self.extended_open = true;
                 let Some(server) = self.server.as_mut() else {
                     return Err(no_backend());
                 };
-                let out = &mut self.out;
+                let out = &mut self.to_server;
                 let limit = self.live.max_prepared_statements;
                 match tag {
                     frontend::tag::BIND => self.statements.on_bind(
@@ -188,7 +211,7 @@ impl Relay<'_> {
                         .on_close(msg, body, &mut server.statements, batch, out),
                 }
             }
-            _ => self.out.put_slice(msg),
+            _ => self.to_server.put_slice(msg),
         }
         Ok(())
     }
@@ -199,8 +222,30 @@ impl Relay<'_> {
         if let Some(r) = pin {
             self.pin(r);
         }
-        if !resets.is_empty() {
-            self.note_resets(resets);
+        // Booked when the server confirms each one (its CommandComplete), not now: a DISCARD
+        // ALL inside a transaction block fails (25001) and changes nothing.
+        self.pending_resets.extend(resets);
+    }
+
+    /// The server confirmed a command (CommandComplete `tag`): book the effect of the reset
+    /// it was, if one is awaited.
+    fn confirm_reset(&mut self, body: &[u8]) {
+        let tag = body.split(|&b| b == 0).next().unwrap_or_default();
+        let pick = |r: &Reset| match tag {
+            b"RESET" => matches!(r, Reset::All | Reset::Setting(_)),
+            b"DISCARD ALL" => matches!(r, Reset::All | Reset::Statements),
+            b"DEALLOCATE ALL" => matches!(r, Reset::Statements),
+            _ => false,
+        };
+        let take = if tag == b"DISCARD ALL" { 2 } else { 1 };
+        let mut confirmed = Vec::new();
+        for _ in 0..take {
+            if let Some(i) = self.pending_resets.iter().position(pick) {
+                confirmed.push(self.pending_resets.remove(i));
+            }
+        }
+        if !confirmed.is_empty() {
+            self.apply_resets(confirmed);
         }
     }
 
@@ -208,7 +253,7 @@ impl Relay<'_> {
     /// proxy cannot be sure of (RESET is transactional): mark them unknown so the next borrow
     /// sets or resets them explicitly. Tracked settings are reported back by the server.
     /// DISCARD ALL and DEALLOCATE ALL also drop every prepared statement.
-    fn note_resets(&mut self, resets: Vec<Reset>) {
+    fn apply_resets(&mut self, resets: Vec<Reset>) {
         let Some(server) = self.server.as_mut() else {
             return;
         };
@@ -233,37 +278,31 @@ impl Relay<'_> {
         }
     }
 
+    /// A client message passed through unread: what it means beyond the flow's count.
     fn note_client_message(&mut self, tag: u8) {
-        match tag {
-            frontend::tag::SYNC => {
-                self.outstanding += 1;
-                self.batches_sent += 1;
-                self.extended_open = false;
-            }
-            frontend::tag::FUNCTION_CALL => {
-                self.outstanding += 1;
-                self.batches_sent += 1;
-            }
-            frontend::tag::BIND
-            | frontend::tag::DESCRIBE
-            | frontend::tag::EXECUTE
-            | frontend::tag::CLOSE
-            | frontend::tag::FLUSH => self.extended_open = true,
-            _ => {}
+        if tag == frontend::tag::FUNCTION_CALL {
+            // A function called by OID with arguments the proxy cannot see may leave any
+            // session state behind.
+            self.pin(PinReason::SessionSet);
         }
     }
 
-    /// Forwards what the backend sent to the client, noting transaction status and settings.
-    pub(super) async fn pump_server(&mut self) -> Result<(), SessionError> {
+    /// Moves what the backend sent into `to_client` (until it holds [`HIGH_WATER`] bytes),
+    /// noting transaction status, settings and what the backend still owes.
+    pub(super) fn process_server(&mut self) -> Result<(), SessionError> {
         let max = self.live.max_message_size;
-        self.out.clear();
-        let Some(server) = self.server.as_mut() else {
-            return Ok(());
-        };
-        let mut fatal = false;
         let mut answered = false;
-        loop {
-            let chunk = match self.s_scan.next(&server.rbuf, server_inspects, max) {
+        let before = self.to_client.len();
+        while self.to_client.len() < HIGH_WATER {
+            let inspects = if self.pending_resets.is_empty() {
+                server_inspects
+            } else {
+                server_inspects_resets
+            };
+            let Some(server) = self.server.as_mut() else {
+                break;
+            };
+            let chunk = match self.s_scan.next(&server.rbuf, inspects, max) {
                 Ok(c) => c,
                 Err(e) => {
                     server.broken = true;
@@ -274,9 +313,12 @@ impl Relay<'_> {
             };
             match chunk {
                 Chunk::NeedMore => break,
-                Chunk::Pass { n, .. } => {
+                Chunk::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        self.flow.received(t);
+                    }
                     let bytes = server.rbuf.split_to(n);
-                    self.out.extend_from_slice(&bytes);
+                    self.to_client.extend_from_slice(&bytes);
                 }
                 Chunk::Whole { tag, len } => {
                     let msg = server.rbuf.split_to(len);
@@ -287,8 +329,9 @@ impl Relay<'_> {
                         {
                             Ok(status) => {
                                 server.tx_status = status;
-                                self.outstanding = self.outstanding.saturating_sub(1);
-                                self.batches_done += 1;
+                                self.flow.received(tag);
+                                // Resets the server did not confirm did not happen.
+                                self.pending_resets.clear();
                                 let stats = &self.pool.stats;
                                 stats.queries.inc();
                                 match (status == TxStatus::Idle, self.in_transaction) {
@@ -307,7 +350,7 @@ impl Relay<'_> {
                                 if status == TxStatus::Idle {
                                     stats.transactions.inc();
                                 }
-                                if self.outstanding == 0 {
+                                if !self.flow.waiting() {
                                     answered = true;
                                     if let Some(sent) = self.sent_at.take() {
                                         stats.db_latency.record_since(sent);
@@ -328,41 +371,55 @@ impl Relay<'_> {
                             }
                         }
                         backend::tag::ERROR_RESPONSE => {
-                            server.statements.on_error(self.batches_done);
+                            server.statements.on_error(self.flow.current_batch());
+                            self.flow.received(tag);
                             if let Ok(f) = backend::parse_error_fields(body) {
                                 if f.severity == "FATAL" || f.severity == "PANIC" {
-                                    fatal = true;
                                     server.broken = true;
+                                    if self.replay.is_some()
+                                        && self.to_client.len() == before
+                                        && self.retries < super::MAX_RETRIES
+                                    {
+                                        // Nothing of this backend's answer reached the client:
+                                        // the loop replaces it and sends the request again.
+                                        self.retry_due =
+                                            Some(format!("{} ({})", f.message, f.code));
+                                        return Ok(());
+                                    }
+                                    self.server_fatal = true;
                                 }
                             }
                         }
                         backend::tag::PARSE_COMPLETE | backend::tag::CLOSE_COMPLETE => {
+                            self.flow.received(tag);
                             forward = server.statements.on_complete(tag);
                         }
-                        _ => {}
+                        backend::tag::COMMAND_COMPLETE => {
+                            self.flow.received(tag);
+                            self.to_client.extend_from_slice(&msg);
+                            self.confirm_reset(body);
+                            continue;
+                        }
+                        _ => self.flow.received(tag),
                     }
                     if forward {
-                        self.out.extend_from_slice(&msg);
+                        self.to_client.extend_from_slice(&msg);
+                    }
+                    if self.server_fatal {
+                        break;
                     }
                 }
             }
         }
-        if !self.out.is_empty() {
-            self.client.stream.write_all(&self.out).await?;
-            self.client.stream.flush().await?;
-            self.pool.stats.bytes_to_clients.add(self.out.len() as u64);
+        if self.to_client.len() > before {
+            // Part of the answer is on its way to the client: the request can no longer be
+            // sent elsewhere.
+            self.replay = None;
         }
         if answered {
             if let Some(started) = self.request_started.take() {
                 self.pool.stats.query_latency.record_since(started);
             }
-        }
-        if fatal {
-            // The server ended this session and said why; the client has been told.
-            let _ = self.server_lost("the database ended the session".into());
-            return Err(SessionError::ClientIo(
-                std::io::ErrorKind::ConnectionAborted.into(),
-            ));
         }
         Ok(())
     }
