@@ -1,7 +1,7 @@
 //! Borrowing: an idle connection, a new one, or a place in the FIFO queue until one frees up
 //! within `connection_borrow_timeout`; and opening a new backend connection.
 
-use super::idle::SERVER_CHECK_DELAY;
+use super::idle::{Noticed, SERVER_CHECK_DELAY};
 use super::queue::Grant;
 use super::{close_all, DecOnDrop, Pool, PoolError, Slot};
 use crate::backend::ServerConn;
@@ -42,6 +42,7 @@ impl Pool {
             }
         }
         let mut stale = Vec::new();
+        let mut dead = Vec::new();
         #[allow(clippy::large_enum_variant)]
         enum Next {
             Ready(ServerConn),
@@ -54,11 +55,17 @@ impl Pool {
                 match st.idle.pop_back() {
                     Some(mut conn) => {
                         self.global.remove_idle();
-                        if conn.created.elapsed() >= self.settings().server_lifetime
-                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
-                                && !conn.looks_alive())
-                        {
+                        if conn.created.elapsed() >= self.settings().server_lifetime {
                             stale.push(conn);
+                            continue;
+                        }
+                        // See idle.rs: the readiness check is free, the peek only for
+                        // connections idle long enough not to be the hot path.
+                        if !conn.looks_alive()
+                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
+                                && !conn.peek_alive())
+                        {
+                            dead.push(conn);
                             continue;
                         }
                         break Next::Ready(conn);
@@ -76,6 +83,7 @@ impl Pool {
             }
         };
         close_all(stale);
+        self.closed_dead(dead, Noticed::Borrow);
         match next {
             Next::Ready(conn) => Ok(conn),
             Next::Open(slot) => Box::pin(self.open(slot)).await,

@@ -40,6 +40,8 @@ use tokio::sync::oneshot;
 pub struct PoolSettings {
     /// Per-pool cap.
     pub pool_size: usize,
+    /// Most pools at once (each (database, user) pair clients name makes one).
+    pub max_pools: usize,
     /// RDS Proxy's ConnectionBorrowTimeout.
     pub borrow_timeout: Duration,
     /// Replace connections older than this between transactions.
@@ -114,6 +116,8 @@ pub struct Pool {
     state: Mutex<State>,
     credential: Mutex<Option<Credential>>,
     baseline: Mutex<Option<ParamSet>>,
+    /// Notices idle connections the server ended.
+    watch: idle::IdleWatch,
     weak_self: Weak<Pool>,
 }
 
@@ -139,9 +143,11 @@ impl Pool {
             }),
             credential: Mutex::new(None),
             baseline: Mutex::new(None),
+            watch: idle::IdleWatch::new(),
             weak_self: weak.clone(),
         });
         global.register(Arc::downgrade(&pool));
+        pool.watch.start(Arc::downgrade(&pool));
         pool
     }
 
@@ -208,6 +214,16 @@ impl Pool {
         lock(&self.baseline).clone()
     }
 
+    /// No connections open or opening, nobody waiting, no clients: nothing lost by freeing it.
+    pub(super) fn is_empty(&self) -> bool {
+        let st = lock(&self.state);
+        st.open == 0
+            && st.idle.is_empty()
+            && st.waiters.is_empty()
+            && self.paused_waiting.get() == 0
+            && self.stats.clients.get() == 0
+    }
+
     /// Counts for display.
     pub fn snapshot(&self) -> PoolSnapshot {
         let st = lock(&self.state);
@@ -217,6 +233,12 @@ impl Pool {
             idle: st.idle.len(),
             waiting: st.waiters.len() + self.paused_waiting.get() as usize,
         }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.watch.stop();
     }
 }
 

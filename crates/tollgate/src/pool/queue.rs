@@ -1,6 +1,7 @@
 //! The per-pool FIFO of waiting clients and what they are granted: a returned connection or
 //! room to open one.
 
+use super::idle::Noticed;
 use super::{close, Pool, Slot, State};
 use crate::backend::ServerConn;
 use crate::sync::lock;
@@ -53,6 +54,7 @@ impl Pool {
             return;
         }
         let paused = self.is_paused();
+        let mut dead = None;
         let surplus = {
             let mut st = lock(&self.state);
             let mut item = Grant::Conn(conn);
@@ -66,17 +68,27 @@ impl Pool {
                 }
             }
             match item {
-                Grant::Conn(mut c) if self.global.try_add_idle() => {
-                    c.idle_since = Instant::now();
-                    st.idle.push_back(c);
-                    None
+                Grant::Conn(mut c) => {
+                    // Registers it with the idle watch (idle.rs); readable already means dead.
+                    if !c.watch_idle(self.watch.waker()) {
+                        dead = Some(c);
+                        None
+                    } else if self.global.try_add_idle() {
+                        c.idle_since = Instant::now();
+                        st.idle.push_back(c);
+                        None
+                    } else {
+                        Some(c)
+                    }
                 }
-                Grant::Conn(c) => Some(c),
                 Grant::Permit(_) => None,
             }
         };
         if let Some(c) = surplus {
             close(c);
+        }
+        if let Some(c) = dead {
+            self.closed_dead(vec![c], Noticed::Return);
         }
     }
 
