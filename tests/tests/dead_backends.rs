@@ -61,8 +61,20 @@ async fn both_clients_work(a: &Client, b: &Client) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_backends_the_server_terminates_are_closed_before_anyone_borrows_them() -> Result<()> {
+    terminated_idle_backends_are_closed(false).await
+}
+
+/// The same over TLS to the database: the goodbye arrives as TLS records (and a close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_backends_the_server_terminates_are_closed_before_anyone_borrows_them(
+) -> Result<()> {
+    terminated_idle_backends_are_closed(true).await
+}
+
+async fn terminated_idle_backends_are_closed(backend_tls: bool) -> Result<()> {
     let env = Env::start(EnvOptions {
         pool_size: 2,
+        backend_tls,
         ..Default::default()
     })
     .await?;
