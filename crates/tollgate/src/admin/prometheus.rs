@@ -114,6 +114,12 @@ pub fn render(s: &MetricsSnapshot) -> String {
     if let Some(max) = s.db_max {
         w.gauge("tollgate_database_connections_max", "Cap on database connections: max_connections_percent of the server's max_connections (RDS Proxy: MaxDatabaseConnectionsAllowed). Absent until the first connection reads max_connections.", max);
     }
+    w.family("tollgate_database_connections_closed_total", "counter", "Database connections closed, by reason: dead_idle = idle in the pool when the server ended it (pg_terminate_backend, restart, failover), noticed and closed before anyone borrowed it.");
+    w.sample(
+        "tollgate_database_connections_closed_total",
+        &[("reason", "dead_idle")],
+        s.db_closed_dead_idle,
+    );
     let t = &s.totals;
     w.gauge("tollgate_database_connections_borrowed", "Database connections lent to clients now, all pools (RDS Proxy: DatabaseConnectionsCurrentlyBorrowed).", t.borrowed);
     w.gauge("tollgate_database_connections_in_transaction", "Lent database connections inside a transaction now, all pools (RDS Proxy: DatabaseConnectionsCurrentlyInTransaction).", t.in_transaction);
@@ -181,6 +187,11 @@ pub fn render(s: &MetricsSnapshot) -> String {
     );
     let help = format!("Pools (database, user) that exist; the first {MAX_POOLS_EXPORTED} by (database, user) are exported with labels.");
     w.gauge("tollgate_pools", &help, s.pool_count as u64);
+    w.counter(
+        "tollgate_pools_freed_total",
+        "Pools freed after they had no clients and no connections (or to make room under max_pools).",
+        s.pools_freed,
+    );
     if s.pool_count > s.pools.len() {
         let _ = writeln!(
             w.out,
@@ -370,6 +381,8 @@ mod tests {
                 ..Default::default()
             },
             pool_count: 1,
+            pools_freed: 6,
+            db_closed_dead_idle: 2,
             pools: vec![PoolMetrics {
                 user: "app".into(),
                 database: "shop".into(),
@@ -418,6 +431,9 @@ mod tests {
             "tollgate_target_available{target=\"db.example.com:5432\"} 1",
             "tollgate_pool_database_connections_borrowed{user=\"app\",database=\"shop\"} 2",
             "tollgate_pool_size{user=\"app\",database=\"shop\"} 20",
+            "tollgate_pools_freed_total 6",
+            "# TYPE tollgate_database_connections_closed_total counter",
+            "tollgate_database_connections_closed_total{reason=\"dead_idle\"} 2",
             "# TYPE tollgate_pool_queries_total counter",
             "tollgate_pool_queries_total{user=\"app\",database=\"shop\"} 100",
         ] {

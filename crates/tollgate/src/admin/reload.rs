@@ -208,6 +208,7 @@ impl From<&Config> for PoolSettings {
     fn from(c: &Config) -> Self {
         PoolSettings {
             pool_size: c.pool_size,
+            max_pools: c.max_pools,
             borrow_timeout: c.connection_borrow_timeout,
             server_lifetime: c.server_lifetime,
             server_idle_timeout: c.server_idle_timeout,
@@ -395,6 +396,7 @@ mod tests {
             auth_file: Some("other.txt".into()),
             pool_mode: Some("session".into()),
             pool_size: Some(3),
+            max_pools: Some(4),
             max_connections_percent: Some(90),
             max_idle_connections_percent: Some(10),
             connection_borrow_timeout: Some(5),

@@ -132,16 +132,36 @@ impl ServerConn {
 
     /// Cheap liveness check for an idle connection: the server sends nothing unprompted to an
     /// idle session except a termination notice, so readable bytes or EOF mean it is gone.
+    /// Sees only what the runtime's reactor has already reported (no syscall unless the socket
+    /// was marked readable); [`ServerConn::peek_alive`] asks the kernel.
     pub fn looks_alive(&mut self) -> bool {
+        self.watch_idle(std::task::Waker::noop())
+    }
+
+    /// [`ServerConn::looks_alive`] that also leaves `waker` registered on the socket, so it is
+    /// woken when the connection turns readable while idle (the pool's idle watch). Replaces
+    /// whatever waker a previous reader left; a borrower's first read replaces this one.
+    pub fn watch_idle(&mut self, waker: &std::task::Waker) -> bool {
         if self.broken || !self.rbuf.is_empty() {
             return false;
         }
         let mut scratch = [0u8; 64];
         let mut buf = ReadBuf::new(&mut scratch);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut cx = Context::from_waker(waker);
         std::pin::Pin::new(&mut self.stream)
             .poll_read(&mut cx, &mut buf)
             .is_pending()
+    }
+
+    /// Asks the kernel whether anything (bytes, EOF, an error) is waiting on the socket: one
+    /// non-blocking `recv(MSG_PEEK)`, which also sees what the reactor has not reported yet.
+    /// Under TLS any record is a sign of death too: an idle backend sends nothing.
+    pub fn peek_alive(&self) -> bool {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.stream.tcp()).peek(&mut scratch) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
     }
 
     /// Sends Terminate so the server ends the session cleanly; errors are irrelevant here.

@@ -50,6 +50,7 @@ impl Config {
             ("auth_file", self.auth_file.display().to_string()),
             ("pool_mode", self.pool_mode.as_str().to_string()),
             ("pool_size", self.pool_size.to_string()),
+            ("max_pools", self.max_pools.to_string()),
             (
                 "max_connections_percent",
                 self.max_connections_percent.to_string(),
@@ -194,7 +195,7 @@ mod tests {
         assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 41);
+        assert_eq!(entries.len(), 42);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

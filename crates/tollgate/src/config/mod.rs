@@ -65,6 +65,8 @@ pub struct Config {
     pub pool_mode: PoolMode,
     /// Per-(database, user) pool limit.
     pub pool_size: usize,
+    /// Most (database, user) pools at once.
+    pub max_pools: usize,
     /// Global cap, percent of the server's max_connections.
     pub max_connections_percent: u32,
     /// Idle connections kept, percent of the server's max_connections.
@@ -203,6 +205,13 @@ impl Config {
             return Err(invalid(
                 "pool_size",
                 format!("{pool_size} is not between 1 and 10000"),
+            ));
+        }
+        let max_pools = raw.max_pools.unwrap_or(1000);
+        if max_pools == 0 || max_pools > 1_000_000 {
+            return Err(invalid(
+                "max_pools",
+                format!("{max_pools} is not between 1 and 1000000"),
             ));
         }
         let pct = |key, v: Option<u32>, default: u32, min: u32| -> Result<u32, ConfigError> {
@@ -353,6 +362,7 @@ impl Config {
             auth_file,
             pool_mode,
             pool_size: pool_size as usize,
+            max_pools,
             max_connections_percent,
             max_idle_connections_percent,
             connection_borrow_timeout,

@@ -30,6 +30,11 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_POOL_SIZE")]
     pub pool_size: Option<u32>,
 
+    /// Most (database, user) pools at once; a login that would need one more gets SQLSTATE
+    /// 53300 (pools with no clients and no connections are freed first) [default: 1000].
+    #[arg(long, env = "TOLLGATE_MAX_POOLS")]
+    pub max_pools: Option<usize>,
+
     /// Cap on all backend connections together, as a percent of the server's max_connections [default: 100].
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS_PERCENT")]
     pub max_connections_percent: Option<u32>,
@@ -235,6 +240,7 @@ impl RawConfig {
             auth_file,
             pool_mode,
             pool_size,
+            max_pools,
             max_connections_percent,
             max_idle_connections_percent,
             connection_borrow_timeout,

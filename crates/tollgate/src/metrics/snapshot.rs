@@ -50,6 +50,10 @@ pub struct MetricsSnapshot {
     pub totals: Totals,
     /// Pools that exist (exported or not).
     pub pool_count: usize,
+    /// Unused pools freed since start.
+    pub pools_freed: u64,
+    /// Idle backend connections found ended by the server and closed.
+    pub db_closed_dead_idle: u64,
     /// One row per exported pool, ordered by (database, user).
     pub pools: Vec<PoolMetrics>,
 }
@@ -74,7 +78,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, st: &crate::metrics::PoolStats) {
+    /// Adds one pool's counters.
+    pub(crate) fn add(&mut self, st: &crate::metrics::PoolStats) {
         self.borrowed = self.borrowed.saturating_add(st.borrowed.get());
         self.in_transaction = self.in_transaction.saturating_add(st.in_transaction.get());
         self.pinned = self.pinned.saturating_add(st.pinned.get());
@@ -145,7 +150,8 @@ impl MetricsSnapshot {
         let mut all = pools.all();
         all.sort_by(|a, b| (&a.key.database, &a.key.user).cmp(&(&b.key.database, &b.key.user)));
         let pool_count = all.len();
-        let mut totals = Totals::default();
+        // Freed pools' counters stay in the process-wide totals.
+        let mut totals = pools.retired_totals();
         for p in &all {
             totals.add(&p.stats);
         }
@@ -184,6 +190,8 @@ impl MetricsSnapshot {
             available: global.available(),
             totals,
             pool_count,
+            pools_freed: pools.freed(),
+            db_closed_dead_idle: global.closed_dead_idle(),
             pools: all.iter().map(|p| PoolMetrics::collect(p)).collect(),
         }
     }

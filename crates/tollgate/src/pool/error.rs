@@ -27,6 +27,12 @@ pub enum PoolError {
         /// How long the client waited.
         waited_secs: u64,
     },
+    /// A login needs a new (database, user) pool and `max_pools` are all in use.
+    #[error("too many pools: {limit} (database, user) pools are in use, the max_pools limit; connect with a database and user that already have clients, or raise max_pools")]
+    TooManyPools {
+        /// The max_pools setting.
+        limit: usize,
+    },
     /// Opening a new connection failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -41,6 +47,7 @@ impl PoolError {
         match self {
             PoolError::Exhausted { .. } => "53300",
             PoolError::Paused { .. } => "57P03",
+            PoolError::TooManyPools { .. } => "53300",
             PoolError::Backend(e) => e.sqlstate(),
             PoolError::ShuttingDown => "57P01",
         }

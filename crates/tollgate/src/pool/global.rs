@@ -2,6 +2,7 @@
 //! MaxIdleConnectionsPercent, as a share of the server's max_connections).
 
 use super::Pool;
+use crate::metrics::Counter;
 use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +22,8 @@ pub struct Global {
     all: Mutex<Vec<Weak<Pool>>>,
     /// Whether the database answered the last connection attempt or probe.
     available: std::sync::atomic::AtomicBool,
+    /// Idle connections found dead (the server ended them) and closed, all pools ever.
+    closed_dead_idle: Counter,
 }
 
 impl Default for Global {
@@ -34,6 +37,7 @@ impl Default for Global {
             blocked: Mutex::new(VecDeque::new()),
             all: Mutex::new(Vec::new()),
             available: std::sync::atomic::AtomicBool::new(true),
+            closed_dead_idle: Counter::default(),
         }
     }
 }
@@ -91,6 +95,22 @@ impl Global {
     /// Idle connections across all pools.
     pub fn idle(&self) -> usize {
         self.idle.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections the server ended that were closed before anyone borrowed them
+    /// (counted here, not per pool, so the total survives pools being freed).
+    pub fn closed_dead_idle(&self) -> u64 {
+        self.closed_dead_idle.get()
+    }
+
+    pub(super) fn count_dead_idle(&self, n: usize) {
+        self.closed_dead_idle.add(n as u64);
+    }
+
+    /// Forgets pools that were freed (their weak references no longer upgrade).
+    pub(super) fn prune(&self) {
+        lock(&self.all).retain(|p| p.strong_count() > 0);
+        lock(&self.blocked).retain(|p| p.strong_count() > 0);
     }
 
     pub(super) fn try_acquire(&self) -> bool {

@@ -131,6 +131,7 @@ impl SessionError {
             SessionError::Pool(PoolError::Exhausted { .. }) => "pool_exhausted",
             SessionError::Pool(PoolError::ShuttingDown) | SessionError::ShuttingDown => "shutdown",
             SessionError::Pool(PoolError::Paused { .. }) => "pool_paused",
+            SessionError::Pool(PoolError::TooManyPools { .. }) => "too_many_pools",
             SessionError::Killed => "killed",
             SessionError::Pool(PoolError::Backend(_)) | SessionError::Backend(_) => "backend_error",
             SessionError::ServerLost(_) => "backend_lost",

@@ -189,7 +189,10 @@ async fn serve(
             why: "add it to the auth file or enable backend_iam",
         }));
     };
-    let pool = shared.pools.get_or_create(key);
+    let pool = shared
+        .pools
+        .get_or_create(key)
+        .map_err(|e| not_in(SessionError::Pool(e)))?;
     pool.set_credential(cred);
     shared.stats.clients_setup_succeeded.inc();
     shared.stats.clients_current.inc();

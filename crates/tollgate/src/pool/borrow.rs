@@ -1,0 +1,185 @@
+//! Borrowing: an idle connection, a new one, or a place in the FIFO queue until one frees up
+//! within `connection_borrow_timeout`; and opening a new backend connection.
+
+use super::idle::{Noticed, SERVER_CHECK_DELAY};
+use super::queue::Grant;
+use super::{close_all, DecOnDrop, Pool, PoolError, Slot};
+use crate::backend::ServerConn;
+use crate::sync::lock;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+impl Pool {
+    /// Borrows a connection: an idle one, a new one, or the next one freed within the borrow
+    /// timeout, in arrival order.
+    pub async fn get(&self) -> Result<ServerConn, PoolError> {
+        let started = Instant::now();
+        self.stats.connection_requests.inc();
+        let result = self.get_inner(started).await;
+        match &result {
+            Ok(_) => self.stats.borrow_latency.record_since(started),
+            Err(PoolError::Exhausted { .. }) => self.stats.borrow_timeouts.inc(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn get_inner(&self, started: Instant) -> Result<ServerConn, PoolError> {
+        let deadline = tokio::time::Instant::now() + self.settings().borrow_timeout;
+        if self.is_paused() {
+            let mut paused = self.paused.subscribe();
+            self.paused_waiting.inc();
+            // Counted as waiting however the wait ends (the future may be dropped).
+            let _waiting = DecOnDrop(&self.paused_waiting);
+            if tokio::time::timeout_at(deadline, paused.wait_for(|p| !*p))
+                .await
+                .is_err()
+            {
+                return Err(PoolError::Paused {
+                    pool: self.key.to_string(),
+                    waited_secs: started.elapsed().as_secs(),
+                });
+            }
+        }
+        let mut stale = Vec::new();
+        let mut dead = Vec::new();
+        #[allow(clippy::large_enum_variant)]
+        enum Next {
+            Ready(ServerConn),
+            Open(Slot),
+            Wait(oneshot::Receiver<Grant>, bool),
+        }
+        let next = {
+            let mut st = lock(&self.state);
+            loop {
+                match st.idle.pop_back() {
+                    Some(mut conn) => {
+                        self.global.remove_idle();
+                        if conn.created.elapsed() >= self.settings().server_lifetime {
+                            stale.push(conn);
+                            continue;
+                        }
+                        // See idle.rs: the readiness check is free, the peek only for
+                        // connections idle long enough not to be the hot path.
+                        if !conn.looks_alive()
+                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
+                                && !conn.peek_alive())
+                        {
+                            dead.push(conn);
+                            continue;
+                        }
+                        break Next::Ready(conn);
+                    }
+                    None => match self.try_slot(&mut st) {
+                        Some(slot) => break Next::Open(slot),
+                        None => {
+                            let (tx, rx) = oneshot::channel();
+                            st.waiters.push_back(tx);
+                            let global_bound = st.open < self.settings().pool_size;
+                            break Next::Wait(rx, global_bound);
+                        }
+                    },
+                }
+            }
+        };
+        close_all(stale);
+        self.closed_dead(dead, Noticed::Borrow);
+        match next {
+            Next::Ready(conn) => Ok(conn),
+            Next::Open(slot) => Box::pin(self.open(slot)).await,
+            Next::Wait(mut rx, global_bound) => {
+                if global_bound {
+                    self.global.mark_blocked(self.weak_self.clone());
+                    if self.global.evict_idle_elsewhere(self) {
+                        self.global.wake_blocked();
+                    }
+                }
+                let grant = match tokio::time::timeout_at(deadline, &mut rx).await {
+                    Ok(Ok(grant)) => grant,
+                    Ok(Err(_)) => return Err(PoolError::ShuttingDown),
+                    Err(_) => {
+                        // A grant may have raced the timer: take it rather than lose it.
+                        rx.close();
+                        match rx.try_recv() {
+                            Ok(grant) => grant,
+                            Err(_) => return Err(self.exhausted(started.elapsed(), global_bound)),
+                        }
+                    }
+                };
+                match grant {
+                    Grant::Conn(conn) => Ok(conn),
+                    Grant::Permit(slot) => Box::pin(self.open(slot)).await,
+                }
+            }
+        }
+    }
+
+    fn exhausted(&self, waited: Duration, global_cap: bool) -> PoolError {
+        let st = lock(&self.state);
+        let limit = if global_cap {
+            self.global.max_open()
+        } else {
+            self.settings().pool_size
+        };
+        let in_use = if global_cap {
+            self.global.open()
+        } else {
+            st.open
+        };
+        PoolError::Exhausted {
+            pool: self.key.to_string(),
+            limit,
+            in_use,
+            waited_secs: waited.as_secs().max(1),
+            global_cap,
+        }
+    }
+
+    async fn open(&self, slot: Slot) -> Result<ServerConn, PoolError> {
+        let cred = lock(&self.credential)
+            .clone()
+            .ok_or(PoolError::ShuttingDown)?;
+        let mut conn = match self
+            .connector
+            .connect(&self.key.user, &self.key.database, &cred)
+            .await
+        {
+            Ok(c) => {
+                self.stats.setup_succeeded.inc();
+                self.global.set_available(true);
+                c
+            }
+            Err(e) => {
+                self.stats.setup_failed.inc();
+                if !e.is_server_error() {
+                    self.global.set_available(false);
+                }
+                return Err(e.into());
+            }
+        };
+        conn.slot = Some(slot);
+        {
+            let mut baseline = lock(&self.baseline);
+            if baseline.is_none() {
+                *baseline = Some(conn.params.clone());
+            }
+        }
+        if self.global.max_open() == usize::MAX {
+            match conn.simple_query("SHOW max_connections").await {
+                Ok(Some(v)) => match v.parse::<usize>() {
+                    Ok(n) => self.global.set_limits(
+                        n,
+                        self.settings().max_connections_percent,
+                        self.settings().max_idle_connections_percent,
+                    ),
+                    Err(_) => {
+                        tracing::warn!(value = %v, "could not read max_connections; no global cap")
+                    }
+                },
+                Ok(None) => tracing::warn!("SHOW max_connections returned nothing; no global cap"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(conn)
+    }
+}
