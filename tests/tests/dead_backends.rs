@@ -107,7 +107,7 @@ async fn terminated_idle_backends_are_closed(backend_tls: bool) -> Result<()> {
 /// still succeeds. What the idle watch has not seen yet, the relay retries on a fresh backend
 /// (the backend died before any byte of its answer reached the client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs relay retry (lead)"]
+
 async fn a_query_right_after_the_server_terminates_idle_backends_succeeds() -> Result<()> {
     let env = Env::start(EnvOptions {
         pool_size: 2,
