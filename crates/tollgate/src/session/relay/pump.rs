@@ -6,7 +6,7 @@
 use super::Relay;
 use crate::clients::ClientState;
 use crate::config::PoolMode;
-use crate::pin::{inspect, PinReason, Reset};
+use crate::pin::{inspect, Dialect, PinReason, Reset};
 use crate::session::error::SessionError;
 use bytes::BufMut;
 use std::time::Instant;
@@ -194,8 +194,12 @@ impl Relay<'_> {
     }
 
     /// What a Query's or Parse's text does to the session: pins it, or resets settings.
-    fn note_statement(&mut self, sql: &str) {
-        let (pin, resets) = inspect(sql);
+    fn note_statement(&mut self, sql: &[u8]) {
+        let dialect = Dialect::from_reported(
+            self.want.get("client_encoding"),
+            self.want.get("standard_conforming_strings"),
+        );
+        let (pin, resets) = inspect(sql, dialect);
         if let Some(r) = pin {
             self.pin(r);
         }
@@ -243,6 +247,7 @@ impl Relay<'_> {
             frontend::tag::FUNCTION_CALL => {
                 self.outstanding += 1;
                 self.batches_sent += 1;
+                self.pin(PinReason::FunctionCall);
             }
             frontend::tag::BIND
             | frontend::tag::DESCRIBE
