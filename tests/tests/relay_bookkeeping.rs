@@ -379,3 +379,63 @@ async fn discard_all_refused_inside_a_transaction_leaves_prepared_statements_as_
     ensure!(row.get::<_, i32>(0) == 45);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_keep_postgresql_rules_parse_twice_gets_42p05_failed_parse_leaves_none(
+) -> Result<()> {
+    let env = one_backend().await?;
+    let (mut a, _) = RawConn::login(env.addr, APP_USER, APP_PASSWORD).await?;
+    let mut out = BytesMut::new();
+    parse(&mut out, "s1", "SELECT 'first'");
+    sync(&mut out);
+    a.send(&out).await?;
+    let (msgs, _) = until_ready(&mut a).await?;
+    ensure!(error_code(&msgs).is_none(), "{msgs:?}");
+
+    // The same name again, other text: 42P05, and s1 still runs its own text.
+    out.clear();
+    parse(&mut out, "s1", "SELECT 'second'");
+    bind_text(&mut out, "s1", &[]);
+    execute(&mut out);
+    sync(&mut out);
+    a.send(&out).await?;
+    let (msgs, _) = until_ready(&mut a).await?;
+    ensure!(error_code(&msgs).as_deref() == Some("42P05"), "{msgs:?}");
+    out.clear();
+    bind_text(&mut out, "s1", &[]);
+    execute(&mut out);
+    sync(&mut out);
+    a.send(&out).await?;
+    let (msgs, _) = until_ready(&mut a).await?;
+    ensure!(
+        first_column(&msgs) == [Some("first".to_string())],
+        "{msgs:?}"
+    );
+
+    // A Parse the server refuses leaves no statement: Bind gets 26000, and the name is free.
+    out.clear();
+    parse(&mut out, "s2", "SELEC broken");
+    sync(&mut out);
+    a.send(&out).await?;
+    let (msgs, _) = until_ready(&mut a).await?;
+    ensure!(error_code(&msgs).as_deref() == Some("42601"), "{msgs:?}");
+    out.clear();
+    bind_text(&mut out, "s2", &[]);
+    execute(&mut out);
+    sync(&mut out);
+    a.send(&out).await?;
+    let (msgs, _) = until_ready(&mut a).await?;
+    ensure!(error_code(&msgs).as_deref() == Some("26000"), "{msgs:?}");
+    out.clear();
+    parse(&mut out, "s2", "SELECT 'fixed'");
+    bind_text(&mut out, "s2", &[]);
+    execute(&mut out);
+    sync(&mut out);
+    a.send(&out).await?;
+    let (msgs, _) = until_ready(&mut a).await?;
+    ensure!(
+        first_column(&msgs) == [Some("fixed".to_string())],
+        "{msgs:?}"
+    );
+    Ok(())
+}

@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(&b[..6], b"prefix");
         let _ = b.split_to(6);
         let m = read_message(&mut b, 100).unwrap().unwrap();
-        assert_eq!(frontend::parse_query(&m.body), Ok("select 1"));
+        assert_eq!(frontend::parse_query(&m.body), Ok(&b"select 1"[..]));
     }
 
     #[test]
@@ -379,7 +379,7 @@ mod tests {
         error_response(&mut b, "ERR\0OR", "XX\x00000", "a\0b", Some("\0"), None);
         password_message(&mut b, b"pa\0ss");
         let q = read_message(&mut b, 100).unwrap().unwrap();
-        assert_eq!(frontend::parse_query(&q.body), Ok("select 1"));
+        assert_eq!(frontend::parse_query(&q.body), Ok(&b"select 1"[..]));
         let e = read_message(&mut b, 100).unwrap().unwrap();
         assert_eq!(
             backend::parse_error_fields(&e.body),

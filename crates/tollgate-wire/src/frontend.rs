@@ -57,21 +57,24 @@ pub fn is_message_tag(t: u8) -> bool {
     )
 }
 
-/// Parses a Query ('Q') body: one String, its NUL required and last.
-pub fn parse_query(body: &[u8]) -> Result<&str, WireError> {
+/// Parses a Query ('Q') body: one String, its NUL required and last. The text is bytes in the
+/// client's `client_encoding` (LATIN1, SJIS, BIG5, ... as well as UTF-8: "Character Set
+/// Support"), so it is not required to be UTF-8; the server converts and validates it.
+pub fn parse_query(body: &[u8]) -> Result<&[u8], WireError> {
     let mut r = Reader::new(body, "Query");
-    let sql = r.cstr()?;
+    let sql = r.cstr_bytes()?;
     r.finish()?;
     Ok(sql)
 }
 
-/// The parts of a Parse message a pooler needs to track prepared statements.
+/// The parts of a Parse message a pooler needs to track prepared statements. Name and text
+/// are bytes in the client's encoding, as in [`parse_query`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseMsg<'a> {
     /// Prepared statement name; empty for the unnamed statement.
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// The SQL text.
-    pub query: &'a str,
+    pub query: &'a [u8],
     /// Parameter type OIDs the client pre-specified (0 = unspecified).
     pub param_types: Vec<u32>,
 }
@@ -80,8 +83,8 @@ pub struct ParseMsg<'a> {
 /// anything is allocated.
 pub fn parse_parse(body: &[u8]) -> Result<ParseMsg<'_>, WireError> {
     let mut r = Reader::new(body, "Parse");
-    let name = r.cstr()?;
-    let query = r.cstr()?;
+    let name = r.cstr_bytes()?;
+    let query = r.cstr_bytes()?;
     let count = r.i16()?;
     let count = usize::try_from(count).map_err(|_| r.malformed("negative parameter count"))?;
     if count.checked_mul(4) != Some(r.remaining()) {
@@ -100,10 +103,11 @@ pub fn parse_parse(body: &[u8]) -> Result<ParseMsg<'_>, WireError> {
 }
 
 /// Reads the leading (portal, statement) names of a Bind ('B') body; the rest is not checked.
-pub fn parse_bind_names(body: &[u8]) -> Result<(&str, &str), WireError> {
+/// Names are bytes in the client's encoding.
+pub fn parse_bind_names(body: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     let mut r = Reader::new(body, "Bind");
-    let portal = r.cstr()?;
-    let statement = r.cstr()?;
+    let portal = r.cstr_bytes()?;
+    let statement = r.cstr_bytes()?;
     Ok((portal, statement))
 }
 
@@ -126,29 +130,29 @@ impl CloseKind {
     }
 }
 
-/// Reads the kind byte and name shared by Close and Describe.
+/// Reads the kind byte and name (bytes in the client's encoding) shared by Close and Describe.
 fn parse_kind_and_name<'a>(
     body: &'a [u8],
     what: &'static str,
-) -> Result<(CloseKind, &'a str), WireError> {
+) -> Result<(CloseKind, &'a [u8]), WireError> {
     let mut r = Reader::new(body, what);
     let kind = match r.u8()? {
         b'S' => CloseKind::Statement,
         b'P' => CloseKind::Portal,
         _ => return Err(r.malformed("kind must be 'S' or 'P'")),
     };
-    let name = r.cstr()?;
+    let name = r.cstr_bytes()?;
     r.finish()?;
     Ok((kind, name))
 }
 
 /// Parses a Close ('C') body into what to close and its name.
-pub fn parse_close(body: &[u8]) -> Result<(CloseKind, &str), WireError> {
+pub fn parse_close(body: &[u8]) -> Result<(CloseKind, &[u8]), WireError> {
     parse_kind_and_name(body, "Close")
 }
 
 /// Parses a Describe ('D') body into what to describe and its name.
-pub fn parse_describe(body: &[u8]) -> Result<(CloseKind, &str), WireError> {
+pub fn parse_describe(body: &[u8]) -> Result<(CloseKind, &[u8]), WireError> {
     parse_kind_and_name(body, "Describe")
 }
 
@@ -200,8 +204,8 @@ mod tests {
     #[test]
     fn query_round_trips() {
         let body = body_of(|b| build::query(b, "select 1"), tag::QUERY);
-        assert_eq!(parse_query(&body), Ok("select 1"));
-        assert_eq!(parse_query(b"\0"), Ok(""));
+        assert_eq!(parse_query(&body), Ok(&b"select 1"[..]));
+        assert_eq!(parse_query(b"\0"), Ok(&b""[..]));
     }
 
     #[test]
@@ -209,7 +213,32 @@ mod tests {
         assert!(is_malformed(parse_query(b"")));
         assert!(is_malformed(parse_query(b"select 1")));
         assert!(is_malformed(parse_query(b"select\x001\0")));
-        assert!(is_malformed(parse_query(b"select \xff\0")));
+    }
+
+    #[test]
+    fn query_and_parse_text_in_any_client_encoding_are_accepted_as_bytes() {
+        // LATIN1 'caf\xe9', SJIS '\x95\x5c' (the second byte is an ASCII backslash).
+        assert_eq!(
+            parse_query(b"select 'caf\xe9'\0"),
+            Ok(&b"select 'caf\xe9'"[..])
+        );
+        assert_eq!(
+            parse_query(b"select '\x95\x5c'\0"),
+            Ok(&b"select '\x95\x5c'"[..])
+        );
+        let mut body = b"st\xe9\0select '\x95\x5c'\0".to_vec();
+        body.extend_from_slice(&0i16.to_be_bytes());
+        let p = parse_parse(&body).unwrap();
+        assert_eq!(p.name, b"st\xe9");
+        assert_eq!(p.query, b"select '\x95\x5c'");
+        assert_eq!(
+            parse_bind_names(b"\xff\0st\xe9\0\0\0"),
+            Ok((&b"\xff"[..], &b"st\xe9"[..]))
+        );
+        assert_eq!(
+            parse_close(b"Sst\xe9\0"),
+            Ok((CloseKind::Statement, &b"st\xe9"[..]))
+        );
     }
 
     fn parse_body(name: &str, sql: &str, count: i16, oids: &[u32]) -> Vec<u8> {
@@ -231,8 +260,8 @@ mod tests {
         assert_eq!(
             parse_parse(&body),
             Ok(ParseMsg {
-                name: "s1",
-                query: "select $1, $2",
+                name: b"s1",
+                query: b"select $1, $2",
                 param_types: vec![23, 0],
             })
         );
@@ -257,19 +286,25 @@ mod tests {
 
     #[test]
     fn bind_names_ignore_the_rest() {
-        assert_eq!(parse_bind_names(b"p1\0s1\0\0\0\0\0\0\0"), Ok(("p1", "s1")));
-        assert_eq!(parse_bind_names(b"\0\0"), Ok(("", "")));
+        assert_eq!(
+            parse_bind_names(b"p1\0s1\0\0\0\0\0\0\0"),
+            Ok((&b"p1"[..], &b"s1"[..]))
+        );
+        assert_eq!(parse_bind_names(b"\0\0"), Ok((&b""[..], &b""[..])));
         assert!(is_malformed(parse_bind_names(b"p1\0s1")));
         assert!(is_malformed(parse_bind_names(b"")));
     }
 
     #[test]
     fn close_and_describe_read_kind_and_name() {
-        assert_eq!(parse_close(b"Sstmt\0"), Ok((CloseKind::Statement, "stmt")));
-        assert_eq!(parse_close(b"P\0"), Ok((CloseKind::Portal, "")));
+        assert_eq!(
+            parse_close(b"Sstmt\0"),
+            Ok((CloseKind::Statement, &b"stmt"[..]))
+        );
+        assert_eq!(parse_close(b"P\0"), Ok((CloseKind::Portal, &b""[..])));
         assert_eq!(
             parse_describe(b"Pportal\0"),
-            Ok((CloseKind::Portal, "portal"))
+            Ok((CloseKind::Portal, &b"portal"[..]))
         );
         for bad in [&b""[..], b"S", b"Sx", b"Xname\0", b"Sa\0b"] {
             assert!(is_malformed(parse_close(bad)), "{bad:?}");

@@ -52,6 +52,29 @@ proptest! {
         let _ = frontend::parse_sasl_initial_response(&body);
     }
 
+    /// Query and Parse text is bytes in the client's encoding: any bytes but NUL come back
+    /// exactly as sent, and structure (terminators, counts) is still checked.
+    #[test]
+    fn query_and_parse_keep_any_non_nul_bytes(
+        name in prop::collection::vec(1u8..=255, 0..40),
+        sql in prop::collection::vec(1u8..=255, 0..300),
+    ) {
+        let mut q = sql.clone();
+        q.push(0);
+        prop_assert_eq!(frontend::parse_query(&q), Ok(&sql[..]));
+        prop_assert!(frontend::parse_query(&sql).is_err());
+        let mut p = name.clone();
+        p.push(0);
+        p.extend_from_slice(&sql);
+        p.push(0);
+        p.extend_from_slice(&0i16.to_be_bytes());
+        let parsed = frontend::parse_parse(&p).expect("well-formed Parse");
+        prop_assert_eq!(parsed.name, &name[..]);
+        prop_assert_eq!(parsed.query, &sql[..]);
+        p.pop();
+        prop_assert!(frontend::parse_parse(&p).is_err());
+    }
+
     #[test]
     fn read_message_and_startup_never_panic(
         bytes in prop::collection::vec(any::<u8>(), 0..512),

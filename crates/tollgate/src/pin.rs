@@ -1,12 +1,19 @@
 //! Pin detection: which statements leave session state behind on a backend, so that in
 //! transaction mode the client must keep that backend for the rest of its session.
 //!
-//! Pure and conservative: a light lexer (quotes, dollar quotes, comments, `;`) over the SQL a
-//! client sends in Query and Parse messages. Settings the proxy tracks and re-applies
-//! ([`crate::params::TRACKED`]) do not pin; `SET LOCAL`, `SET TRANSACTION` and
-//! `set_config(..., true)` live only as long as the transaction, so they do not pin either.
+//! Pure and conservative: a light lexer ([`lex`]: quotes, dollar quotes, comments, `;`, over
+//! the bytes in the client's encoding) over the SQL a client sends in Query and Parse
+//! messages. Settings the proxy tracks and re-applies ([`crate::params::TRACKED`]) do not
+//! pin; `SET LOCAL`, `SET TRANSACTION` and `set_config(..., true)` live only as long as the
+//! transaction, so they do not pin either. What no lexer can see (a function that sets state
+//! when called) is listed in the README ("What transaction mode cannot preserve").
+
+mod lex;
+
+pub use lex::{Dialect, Encoding};
 
 use crate::params::is_tracked;
+use lex::{ident_cont, lex, Token};
 
 /// Why a client was pinned to its backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,7 +24,8 @@ pub enum PinReason {
     Prepare,
     /// A session-level SET (or set_config(..., false)) of an untracked setting.
     SessionSet,
-    /// `CREATE TEMP TABLE` and friends.
+    /// `CREATE TEMP TABLE` and friends, anything created in `pg_temp`, a `search_path` that
+    /// puts `pg_temp` first.
     TempTable,
     /// A session-level advisory lock.
     AdvisoryLock,
@@ -27,6 +35,12 @@ pub enum PinReason {
     HoldCursor,
     /// `LOAD`.
     Load,
+    /// `DO`: an anonymous block can do anything a session can (set_config, EXECUTE of any
+    /// text, LISTEN, temp tables), none of which the text outside its body shows.
+    DoBlock,
+    /// A FunctionCall message: a function called by OID with arguments the proxy does not
+    /// read (`set_config` among the possibilities).
+    FunctionCall,
 }
 
 impl PinReason {
@@ -41,11 +55,13 @@ impl PinReason {
             Self::Listen => "listen",
             Self::HoldCursor => "hold_cursor",
             Self::Load => "load",
+            Self::DoBlock => "do_block",
+            Self::FunctionCall => "function_call",
         }
     }
 
     /// All reasons, for exporting zero-valued counters.
-    pub const ALL: [PinReason; 8] = [
+    pub const ALL: [PinReason; 10] = [
         Self::NamedStatement,
         Self::Prepare,
         Self::SessionSet,
@@ -54,23 +70,20 @@ impl PinReason {
         Self::Listen,
         Self::HoldCursor,
         Self::Load,
+        Self::DoBlock,
+        Self::FunctionCall,
     ];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    /// Lower-cased keyword or identifier (quoted identifiers keep their case).
-    Word(String),
-    /// A string or number literal.
-    Literal,
-    Punct(char),
-    /// End of a statement.
-    Semicolon,
+/// The pin a client message implies by its type alone: FunctionCall ('F') always pins, since
+/// the function and its arguments are opaque to the proxy ("Function Call" in "Message Flow").
+pub fn for_message(tag: u8) -> Option<PinReason> {
+    (tag == tollgate_wire::frontend::tag::FUNCTION_CALL).then_some(PinReason::FunctionCall)
 }
 
 /// Words every statement that pins or resets contains (ASCII case-insensitive): `set` (also in
-/// `reset`, `set_config`), `prepare`, `listen`, `load`, `temp` (`temporary`), `hold`,
-/// `advisory`, `discard`, `deallocate`.
+/// `reset`, `set_config`), `prepare`, `listen`, `load`, `temp` (`temporary`, `pg_temp`),
+/// `hold`, `advisory`, `discard`, `deallocate`; and `do` as a whole word (see [`DO`]).
 const NEEDLES: [&[u8]; 9] = [
     b"set",
     b"prepare",
@@ -83,104 +96,260 @@ const NEEDLES: [&[u8]; 9] = [
     b"deallocate",
 ];
 
-/// Whether `sql` contains any of [`NEEDLES`] anywhere. Most queries (`SELECT ... WHERE id =
-/// $1`) contain none, and then no statement in them can pin or reset, so the lexer (which
-/// allocates per word) is skipped: one pass over the bytes instead.
-pub fn may_pin_or_reset(sql: &str) -> bool {
-    let b = sql.as_bytes();
+/// `DO` is a pre-filter needle only as a whole word: as a substring it is in too many
+/// ordinary queries (`document`, `double`, `done`). A statement that starts with `DO` has
+/// it between non-identifier bytes, so this loses nothing.
+const DO: &[u8] = b"do";
+
+/// Whether `sql` contains any of [`NEEDLES`] (or the word [`DO`]) anywhere. Most queries
+/// (`SELECT ... WHERE id = $1`) contain none, and then no statement in them can pin or reset,
+/// so the lexer (which allocates per word) is skipped: one pass over the bytes instead.
+pub fn may_pin_or_reset(sql: &[u8]) -> bool {
+    let b = sql;
+    let ident = |i: Option<usize>| i.and_then(|i| b.get(i)).is_some_and(|&c| ident_cont(c));
     (0..b.len()).any(|i| {
         let first = b.get(i).map(u8::to_ascii_lowercase);
-        NEEDLES.iter().any(|n| {
+        let at = |n: &[u8]| {
             n.first().copied() == first
                 && b.get(i..i + n.len())
                     .is_some_and(|w| w.eq_ignore_ascii_case(n))
-        })
+        };
+        NEEDLES.iter().any(|n| at(n))
+            || (at(DO) && !ident(i.checked_sub(1)) && !ident(Some(i + DO.len())))
     })
 }
 
-/// Both answers for one statement text, with one pre-filter pass and at most one lex: the
-/// first reason `sql` must pin its session, and the resets in it. What the relay calls for
-/// every Query and Parse.
-pub fn inspect(sql: &str) -> (Option<PinReason>, Vec<Reset>) {
+/// Both answers for one statement text, with one pre-filter pass and (nearly always) one lex:
+/// the first reason `sql` must pin its session, and the resets in it. What the relay calls
+/// for every Query and Parse, with the client's current [`Dialect`].
+///
+/// The pin verdict is conservative about the dialect: the one the relay passes is what the
+/// server last reported, which a pipelined `SET standard_conforming_strings` or `SET
+/// client_encoding` may already have changed, and a SQL_ASCII database reads bytes one by one
+/// whatever the client encoding. So when the text has a backslash, or bytes whose reading
+/// depends on the encoding, it is also read those other ways ([`other_readings_pin`]), and
+/// any reading that pins pins.
+/// Resets are taken from the given dialect only (forgetting statements the server still has
+/// would be as wrong as keeping ones it dropped).
+pub fn inspect(sql: &[u8], dialect: Dialect) -> (Option<PinReason>, Vec<Reset>) {
     if !may_pin_or_reset(sql) {
         return (None, Vec::new());
     }
-    let tokens = lex(sql);
-    (pin_reason(&tokens), resets(&tokens))
+    let tokens = lex(sql, dialect);
+    let pin = pin_reason(sql, &tokens).or_else(|| other_readings_pin(sql, dialect));
+    (pin, resets(&tokens))
 }
 
-/// Returns the first reason `sql` must pin its session, if any.
-pub fn scan_sql(sql: &str) -> Option<PinReason> {
-    if !may_pin_or_reset(sql) {
-        return None;
-    }
-    pin_reason(&lex(sql))
+/// The first reason `sql` must pin its session, if any (as [`inspect`]).
+pub fn scan_sql(sql: &[u8], dialect: Dialect) -> Option<PinReason> {
+    inspect(sql, dialect).0
 }
 
-fn pin_reason(tokens: &[Token]) -> Option<PinReason> {
+/// The first pin under another plausible reading of `sql` than `dialect`: with the other
+/// `standard_conforming_strings` if the text has a backslash, and byte by byte (a SQL_ASCII
+/// database converts nothing) if its encoding has ASCII second bytes and the text has a high
+/// byte. One hypothesis at a time: both together (a stale setting in a SQL_ASCII database)
+/// would mostly add false pins for SJIS text, whose 表 or ソ end in 0x5C.
+fn other_readings_pin(sql: &[u8], dialect: Dialect) -> Option<PinReason> {
+    let flipped = sql.contains(&b'\\').then_some(Dialect {
+        standard_conforming_strings: !dialect.standard_conforming_strings,
+        ..dialect
+    });
+    let bytewise = (dialect.encoding != Encoding::AsciiSafe && sql.iter().any(|&c| c >= 0x80))
+        .then_some(Dialect {
+            encoding: Encoding::AsciiSafe,
+            ..dialect
+        });
+    [flipped, bytewise]
+        .into_iter()
+        .flatten()
+        .find_map(|d| pin_reason(sql, &lex(sql, d)))
+}
+
+fn pin_reason(sql: &[u8], tokens: &[Token]) -> Option<PinReason> {
     tokens
         .split(|t| *t == Token::Semicolon)
-        .find_map(scan_statement)
+        .find_map(|stmt| scan_statement(sql, stmt))
 }
 
+/// The word a token is, if it is one spelled in UTF-8 (keywords and setting names are ASCII;
+/// anything else is not a word these rules look for).
 fn word(t: Option<&Token>) -> Option<&str> {
     match t {
-        Some(Token::Word(w)) => Some(w.as_str()),
+        Some(Token::Word(w)) => std::str::from_utf8(w).ok(),
         _ => None,
     }
 }
 
-fn scan_statement(stmt: &[Token]) -> Option<PinReason> {
-    let first = word(stmt.first());
-    match first {
-        Some("set") => return scan_set(stmt.get(1..).unwrap_or(&[])),
-        // RESET and DISCARD ALL do not pin: see `scan_resets`.
-        Some("reset") | Some("discard") => return None,
+/// Whether `stmt` has the words `seq` one after another anywhere (each entry lists the
+/// words allowed at that place; an empty string makes the place optional).
+fn has_sequence(stmt: &[Token], seq: &[&[&str]]) -> bool {
+    (0..stmt.len()).any(|start| {
+        let mut i = start;
+        seq.iter().all(|alts| {
+            if word(stmt.get(i)).is_some_and(|w| alts.contains(&w)) {
+                i += 1;
+                true
+            } else {
+                alts.contains(&"")
+            }
+        })
+    })
+}
+
+const TEMP: &[&str] = &["temp", "temporary"];
+
+fn scan_statement(sql: &[u8], stmt: &[Token]) -> Option<PinReason> {
+    match word(stmt.first()) {
+        Some("set") => {
+            if let Some(r) = scan_set(stmt.get(1..).unwrap_or(&[])) {
+                return Some(r);
+            }
+        }
         Some("prepare") => return Some(PinReason::Prepare),
         Some("listen") => return Some(PinReason::Listen),
         Some("load") => return Some(PinReason::Load),
-        Some("create") => {
-            let mut i = 1;
-            if matches!(word(stmt.get(i)), Some("global" | "local")) {
-                i += 1;
-            }
-            if matches!(word(stmt.get(i)), Some("temp" | "temporary")) {
-                return Some(PinReason::TempTable);
-            }
-        }
-        Some("declare")
-            if stmt
-                .windows(2)
-                .any(|w| word(w.first()) == Some("with") && word(w.get(1)) == Some("hold")) =>
-        {
-            return Some(PinReason::HoldCursor);
-        }
+        Some("do") => return Some(PinReason::DoBlock),
         _ => {}
     }
-    // Anywhere in a statement: session advisory locks and set_config(..., false).
+    // Anywhere in a statement (so also after EXPLAIN ANALYZE, in CREATE ... AS, WITH ...):
+    // CREATE [OR REPLACE] [GLOBAL|LOCAL] TEMP ..., SELECT ... INTO [GLOBAL|LOCAL] TEMP.
+    if has_sequence(
+        stmt,
+        &[
+            &["create"],
+            &["or", ""],
+            &["replace", ""],
+            &["global", "local", ""],
+            TEMP,
+        ],
+    ) || has_sequence(stmt, &[&["into"], &["global", "local", ""], TEMP])
+    {
+        return Some(PinReason::TempTable);
+    }
+    // Anything named in the session's temporary schema (`pg_temp.x`, `pg_temp_3.x`), or a
+    // search_path naming it, under which even an unqualified CREATE makes a temp object.
+    if stmt
+        .iter()
+        .any(|t| matches!(t, Token::Word(w) if is_temp_schema(w)))
+    {
+        return Some(PinReason::TempTable);
+    }
+    if word(stmt.first()) == Some("set") && temp_search_path_in_set(sql, stmt) {
+        return Some(PinReason::TempTable);
+    }
+    if has_sequence(stmt, &[&["declare"]]) && has_sequence(stmt, &[&["with"], &["hold"]]) {
+        return Some(PinReason::HoldCursor);
+    }
+    // Session advisory locks and set_config(..., false).
     for (i, t) in stmt.iter().enumerate() {
         let Token::Word(w) = t else { continue };
-        if stmt.get(i + 1) != Some(&Token::Punct('(')) {
+        if stmt.get(i + 1) != Some(&Token::Punct(b'(')) {
             continue;
         }
-        match w.as_str() {
-            "pg_advisory_lock"
-            | "pg_advisory_lock_shared"
-            | "pg_try_advisory_lock"
-            | "pg_try_advisory_lock_shared" => return Some(PinReason::AdvisoryLock),
-            "set_config" if set_config_is_session(stmt.get(i + 2..).unwrap_or(&[])) => {
-                return Some(PinReason::SessionSet);
+        match w.as_slice() {
+            b"pg_advisory_lock"
+            | b"pg_advisory_lock_shared"
+            | b"pg_try_advisory_lock"
+            | b"pg_try_advisory_lock_shared" => return Some(PinReason::AdvisoryLock),
+            b"set_config" => {
+                let args = call_args(stmt.get(i + 2..).unwrap_or(&[]));
+                if set_config_is_session(&args) {
+                    return Some(PinReason::SessionSet);
+                }
+                if set_config_temp_search_path(sql, &args) {
+                    return Some(PinReason::TempTable);
+                }
             }
             _ => {}
         }
-        // `SELECT ... INTO TEMP t` creates a temp table too.
-    }
-    if stmt.windows(2).any(|w| {
-        word(w.first()) == Some("into") && matches!(word(w.get(1)), Some("temp" | "temporary"))
-    }) {
-        return Some(PinReason::TempTable);
     }
     None
+}
+
+/// `pg_temp`, or a backend's own `pg_temp_N`.
+fn is_temp_schema(w: &[u8]) -> bool {
+    w == b"pg_temp" || w.starts_with(b"pg_temp_")
+}
+
+/// Whether a string constant might name `pg_temp`: its body says so, or has escapes that
+/// could spell it.
+fn str_may_name_temp(sql: &[u8], t: &Token) -> bool {
+    match t {
+        Token::Str { start, end, plain } => {
+            !plain
+                || sql
+                    .get(*start..*end)
+                    .is_some_and(|body| body.windows(7).any(|w| w.eq_ignore_ascii_case(b"pg_temp")))
+        }
+        _ => false,
+    }
+}
+
+/// `SET [LOCAL|SESSION] search_path|schema ...` with `pg_temp` in a quoted value (unquoted
+/// ones are words, caught by [`is_temp_schema`]).
+fn temp_search_path_in_set(sql: &[u8], stmt: &[Token]) -> bool {
+    has_sequence(
+        stmt,
+        &[
+            &["set"],
+            &["local", "session", ""],
+            &["search_path", "schema"],
+        ],
+    ) && stmt.iter().any(|t| str_may_name_temp(sql, t))
+}
+
+/// The top-level arguments of a call, given the tokens after its `(`.
+fn call_args(after_paren: &[Token]) -> Vec<&[Token]> {
+    let mut args = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, t) in after_paren.iter().enumerate() {
+        match t {
+            Token::Punct(b'(') => depth += 1,
+            Token::Punct(b')') if depth == 0 => {
+                args.push(after_paren.get(start..i).unwrap_or(&[]));
+                return args;
+            }
+            Token::Punct(b')') => depth -= 1,
+            Token::Punct(b',') if depth == 0 => {
+                args.push(after_paren.get(start..i).unwrap_or(&[]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    args.push(after_paren.get(start..).unwrap_or(&[]));
+    args
+}
+
+/// `set_config(name, value, is_local)`: only a literal `true`/`on` third argument is
+/// transaction-scoped; `false`, a parameter, an expression or anything we cannot read pins.
+fn set_config_is_session(args: &[&[Token]]) -> bool {
+    !matches!(args.get(2), Some([t]) if matches!(word(Some(t)), Some("true" | "on")))
+}
+
+/// A transaction-scoped `set_config('search_path', value, true)` whose value may put
+/// `pg_temp` in the path (then an unqualified CREATE in that transaction makes a temp object
+/// that outlives it). Unknown names or values count as may.
+fn set_config_temp_search_path(sql: &[u8], args: &[&[Token]]) -> bool {
+    let name_may_be_search_path = match args.first() {
+        Some(
+            [Token::Str {
+                start,
+                end,
+                plain: true,
+            }],
+        ) => sql
+            .get(*start..*end)
+            .is_some_and(|n| n.trim_ascii().eq_ignore_ascii_case(b"search_path")),
+        _ => true,
+    };
+    let value_may_name_temp = match args.get(1) {
+        Some([t @ Token::Str { .. }]) => str_may_name_temp(sql, t),
+        _ => true,
+    };
+    name_may_be_search_path && value_may_name_temp
 }
 
 /// What a statement puts back to the backend's defaults.
@@ -198,11 +367,8 @@ pub enum Reset {
 /// as unknown, so the next borrow re-applies (or resets) them explicitly for whichever client
 /// gets it. (Why not just forget them: RESET is transactional, and a rolled-back RESET leaves
 /// the old value in place.)
-pub fn scan_resets(sql: &str) -> Vec<Reset> {
-    if !may_pin_or_reset(sql) {
-        return Vec::new();
-    }
-    resets(&lex(sql))
+pub fn scan_resets(sql: &[u8], dialect: Dialect) -> Vec<Reset> {
+    inspect(sql, dialect).1
 }
 
 fn resets(tokens: &[Token]) -> Vec<Reset> {
@@ -229,7 +395,8 @@ fn resets(tokens: &[Token]) -> Vec<Reset> {
     out
 }
 
-/// After `SET`: which forms outlive the transaction and touch untracked state.
+/// After `SET`: which forms outlive the transaction and touch untracked state (`SET ROLE`,
+/// `SET SESSION AUTHORIZATION`, `SET x FROM CURRENT` of an untracked x all pin).
 fn scan_set(rest: &[Token]) -> Option<PinReason> {
     let mut rest = rest;
     match word(rest.first()) {
@@ -252,330 +419,5 @@ fn scan_set(rest: &[Token]) -> Option<PinReason> {
     }
 }
 
-/// `set_config(name, value, is_local)`: only `false` (or anything we cannot read) pins.
-fn set_config_is_session(args: &[Token]) -> bool {
-    let mut depth = 0usize;
-    let mut commas = 0;
-    let mut last = None;
-    for t in args {
-        match t {
-            Token::Punct('(') => depth += 1,
-            Token::Punct(')') if depth == 0 => break,
-            Token::Punct(')') => depth -= 1,
-            Token::Punct(',') if depth == 0 => commas += 1,
-            other if commas == 2 && depth == 0 => last = Some(other),
-            _ => {}
-        }
-    }
-    !matches!(last, Some(Token::Word(w)) if w == "true" || w == "on")
-}
-
-fn lex(sql: &str) -> Vec<Token> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while b.get(i).is_some_and(|&c| c != b'\n') {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0usize;
-                while i < b.len() {
-                    if b.get(i) == Some(&b'/') && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b.get(i) == Some(&b'*') && b.get(i + 1) == Some(&b'/') {
-                        depth = depth.saturating_sub(1);
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'\'' => {
-                i = skip_quoted(b, i + 1, b'\'', false);
-                out.push(Token::Literal);
-            }
-            b'"' => {
-                let start = i + 1;
-                i = skip_quoted(b, start, b'"', false);
-                let end = i.saturating_sub(1).max(start);
-                let text = sql.get(start..end).unwrap_or("").replace("\"\"", "\"");
-                out.push(Token::Word(text));
-            }
-            b'$' => {
-                // $tag$ ... $tag$ or a positional parameter $1.
-                let tag_end = b.get(i + 1..).and_then(|r| {
-                    r.iter()
-                        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
-                });
-                match tag_end.map(|p| i + 1 + p) {
-                    Some(end)
-                        if b.get(end) == Some(&b'$')
-                            && !b.get(i + 1).is_some_and(|c| c.is_ascii_digit()) =>
-                    {
-                        let tag = b.get(i..=end).unwrap_or(&[]);
-                        let body_start = end + 1;
-                        let close = b
-                            .get(body_start..)
-                            .and_then(|r| r.windows(tag.len().max(1)).position(|w| w == tag))
-                            .map(|p| body_start + p + tag.len());
-                        i = close.unwrap_or(b.len());
-                        out.push(Token::Literal);
-                    }
-                    _ => {
-                        i += 1;
-                        while b.get(i).is_some_and(|c| c.is_ascii_digit()) {
-                            i += 1;
-                        }
-                        out.push(Token::Literal);
-                    }
-                }
-            }
-            b';' => {
-                out.push(Token::Semicolon);
-                i += 1;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                // E'..' escape strings: the E prefix followed by a quote.
-                if (c == b'e' || c == b'E') && b.get(i + 1) == Some(&b'\'') {
-                    i = skip_quoted(b, i + 2, b'\'', true);
-                    out.push(Token::Literal);
-                    continue;
-                }
-                let start = i;
-                while b.get(i).is_some_and(|&c| {
-                    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
-                }) {
-                    i += 1;
-                }
-                out.push(Token::Word(
-                    sql.get(start..i).unwrap_or("").to_ascii_lowercase(),
-                ));
-            }
-            c if c.is_ascii_digit() => {
-                while b
-                    .get(i)
-                    .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'.')
-                {
-                    i += 1;
-                }
-                out.push(Token::Literal);
-            }
-            c => {
-                out.push(Token::Punct(c as char));
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Index just past the closing quote (doubled quotes stay inside; backslash escapes when `escapes`).
-fn skip_quoted(b: &[u8], mut i: usize, q: u8, escapes: bool) -> usize {
-    while let Some(&c) = b.get(i) {
-        if escapes && c == b'\\' {
-            i += 2;
-        } else if c == q {
-            if b.get(i + 1) == Some(&q) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use PinReason::*;
-
-    #[test]
-    fn session_state_pins() {
-        for (sql, why) in [
-            ("SET search_path = app", SessionSet),
-            ("set session role admin", SessionSet),
-            ("SET SESSION AUTHORIZATION bob", SessionSet),
-            ("PREPARE q AS SELECT 1", Prepare),
-            ("create temp table t(x int)", TempTable),
-            ("CREATE GLOBAL TEMPORARY TABLE t(x int)", TempTable),
-            ("select * into temp t from x", TempTable),
-            ("SELECT pg_advisory_lock(1)", AdvisoryLock),
-            ("select 1; LISTEN chan", Listen),
-            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", HoldCursor),
-            ("select set_config('search_path', 'x', false)", SessionSet),
-            ("LOAD 'auto_explain'", Load),
-        ] {
-            assert_eq!(scan_sql(sql), Some(why), "{sql}");
-        }
-    }
-
-    #[test]
-    fn transaction_scoped_and_tracked_statements_do_not_pin() {
-        for sql in [
-            "SELECT 1",
-            "SET LOCAL search_path = x",
-            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-            "SET TimeZone = 'UTC'",
-            "SET TIME ZONE 'UTC'",
-            "set application_name to 'x'",
-            "SET NAMES 'UTF8'",
-            "RESET TimeZone",
-            "RESET TIME ZONE",
-            "reset application_name",
-            "DISCARD PLANS",
-            "DISCARD ALL",
-            "RESET ALL",
-            "RESET statement_timeout",
-            "SELECT pg_advisory_xact_lock(1)",
-            "select set_config('request.jwt', 'x', true)",
-            "SELECT 'SET search_path = x; PREPARE'",
-            "SELECT $$ LISTEN x $$, $t$ create temp table $t$",
-            "-- SET search_path = x\nSELECT 1 /* LISTEN /* nested */ x */",
-            "SELECT E'it\\'s; LISTEN x'",
-            "CREATE TABLE temp(x int)",
-            "DECLARE c CURSOR FOR SELECT 1",
-        ] {
-            assert_eq!(scan_sql(sql), None, "{sql}");
-        }
-    }
-
-    #[test]
-    fn resets_are_found_per_statement() {
-        assert_eq!(scan_resets("RESET ALL"), vec![Reset::All]);
-        assert_eq!(
-            scan_resets("select 1; discard all"),
-            vec![Reset::All, Reset::Statements]
-        );
-        assert_eq!(scan_resets("DEALLOCATE ALL"), vec![Reset::Statements]);
-        assert_eq!(
-            scan_resets("RESET statement_timeout; RESET TIME ZONE"),
-            vec![
-                Reset::Setting("statement_timeout".into()),
-                Reset::Setting("timezone".into())
-            ]
-        );
-        assert!(scan_resets("SELECT 'RESET ALL'; DISCARD PLANS").is_empty());
-    }
-
-    #[test]
-    fn lexer_survives_garbage() {
-        for sql in [
-            "'",
-            "\"",
-            "$",
-            "$a",
-            "$a$",
-            "/*",
-            "E'\\",
-            "--",
-            "\u{0}\u{ff}",
-            "set_config(",
-            "(((",
-            ")))",
-        ] {
-            let _ = scan_sql(sql);
-        }
-    }
-
-    mod prefilter {
-        use super::super::*;
-        use proptest::prelude::*;
-
-        /// SQL-ish fragments: the pinning and resetting keywords in several cases, inside
-        /// other words, quoted, commented, and ordinary query text.
-        fn fragment() -> impl Strategy<Value = String> {
-            prop::sample::select(vec![
-                "SET ",
-                "set ",
-                "Reset ",
-                "RESET ALL",
-                "offset ",
-                "PREPARE ",
-                "listen x",
-                "LOAD 'x'",
-                "create temp table t()",
-                "TEMPORARY ",
-                "declare c cursor with hold ",
-                "pg_advisory_lock(1)",
-                "set_config('a','b',false)",
-                "DISCARD ALL",
-                "deallocate all",
-                "SELECT ",
-                "abalance ",
-                "FROM ",
-                "pgbench_accounts ",
-                "WHERE aid = $1",
-                ";",
-                "'",
-                "\"",
-                "$$",
-                "--",
-                "\n",
-                "/*",
-                "*/",
-                "(",
-                ")",
-                ",",
-                "local ",
-                "session ",
-                "time zone ",
-                "into ",
-                "all ",
-                "e'x'",
-                "1.5",
-                "_",
-            ])
-            .prop_map(str::to_string)
-        }
-
-        proptest! {
-            /// The byte pre-filter never changes a verdict: whatever it skips, the lexer
-            /// would have found nothing in either.
-            #[test]
-            fn the_prefilter_never_changes_the_answer(
-                parts in prop::collection::vec(fragment(), 0..12)
-            ) {
-                let sql = parts.concat();
-                let tokens = lex(&sql);
-                prop_assert_eq!(scan_sql(&sql), pin_reason(&tokens));
-                prop_assert_eq!(scan_resets(&sql), resets(&tokens));
-                prop_assert_eq!(inspect(&sql), (pin_reason(&tokens), resets(&tokens)));
-            }
-        }
-
-        #[test]
-        fn ordinary_queries_skip_the_lexer_and_keywords_do_not() {
-            for sql in [
-                "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-                "INSERT INTO t VALUES (1)",
-                "BEGIN",
-                "COMMIT",
-            ] {
-                assert!(!may_pin_or_reset(sql), "{sql}");
-            }
-            for sql in [
-                "UPDATE t SET x = 1",
-                "reset all",
-                "PREPARE q AS SELECT 1",
-                "select pg_advisory_lock(1)",
-                "Listen x",
-                "SELECT 1 INTO TEMP t",
-                "DISCARD ALL",
-            ] {
-                assert!(may_pin_or_reset(sql), "{sql}");
-            }
-        }
-    }
-}
+mod tests;

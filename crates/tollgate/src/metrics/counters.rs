@@ -59,7 +59,7 @@ pub struct Stats {
     /// Failed logins (wrong password, unknown user).
     pub auth_failures: Counter,
     /// Clients pinned to a backend, by reason (index = position in [`PinReason::ALL`]).
-    pub pins: [Counter; 8],
+    pub pins: [Counter; PinReason::ALL.len()],
     /// Cancels forwarded to a backend.
     pub cancels_forwarded: Counter,
     /// Cancels ignored (forged key or nothing running).

@@ -21,7 +21,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tollgate_wire::frontend;
 
@@ -45,7 +44,8 @@ struct Statement {
 /// statement.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    map: HashMap<String, Statement>,
+    /// By the client's name, as bytes: names are in the client's encoding, not always UTF-8.
+    map: HashMap<Vec<u8>, Statement>,
     /// The client's unnamed statement (Parse body after the name), if it has one. It outlives
     /// a Sync (libpq's PQprepare then PQexecPrepared is two round trips), so a client that
     /// changed backends in between gets it prepared again on the new one; a simple Query
@@ -67,6 +67,9 @@ struct Pending {
     existed: bool,
     /// A Parse of the unnamed statement (a failed one leaves none).
     unnamed: bool,
+    /// For a client's Parse of a named statement: the client's name, forgotten again if the
+    /// server refuses the Parse (PostgreSQL keeps no statement from a failed Parse).
+    client: Option<Vec<u8>>,
     /// Which batch (count of Query/Sync/FunctionCall sent before it).
     batch: u64,
 }
@@ -81,6 +84,7 @@ impl Pending {
             swallow: false,
             existed: false,
             unnamed: false,
+            client: None,
             batch,
         }
     }
@@ -109,11 +113,17 @@ const PARSE_COMPLETE: u8 = b'1';
 const CLOSE_COMPLETE: u8 = b'3';
 
 fn backend_name(rest: &[u8]) -> Arc<str> {
-    // SipHash with fixed keys: stable for the life of the process, which is as long as any
-    // server-side statement it names can live.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    rest.hash(&mut h);
-    Arc::from(format!("tg_{:016x}", h.finish()))
+    // SHA-256 of the text and parameter types, 128 bits of it: a client cannot craft a text
+    // whose name is another client's statement (a 64-bit unkeyed hash could be), and the name
+    // stays within NAMEDATALEN. Paid once per Parse, not per Bind.
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(rest);
+    let mut name = String::with_capacity(3 + 32);
+    name.push_str("tg_");
+    for b in digest.iter().take(16) {
+        name.push_str(&format!("{b:02x}"));
+    }
+    Arc::from(name)
 }
 
 /// The bytes after the first C string of `body` (None when there is no terminator).
@@ -155,6 +165,11 @@ impl ClientStatements {
         self.map.clear();
     }
 
+    /// Forgets one whose Parse the server refused.
+    pub fn forget(&mut self, client_name: &[u8]) {
+        self.map.remove(client_name);
+    }
+
     /// Ensures `server` holds `stmt`, writing a Parse whose answer is swallowed if not.
     fn ensure(
         stmt: &Statement,
@@ -175,6 +190,7 @@ impl ClientStatements {
             swallow: true,
             existed: false,
             unnamed: false,
+            client: None,
             batch,
         });
     }
@@ -204,8 +220,19 @@ impl ClientStatements {
             server.pending.push_back(p);
             return Ok(());
         }
-        let client_name = String::from_utf8_lossy(client_name).into_owned();
-        if !self.map.contains_key(&client_name) && self.map.len() >= limit {
+        if let Some(existing) = self.map.get(client_name) {
+            // PostgreSQL refuses a Parse of a name that exists (42P05). Make sure the backend
+            // holds the client's statement, then send the Parse under its name so the server
+            // itself refuses it, in order, skipping the rest of the batch as it would.
+            Self::ensure(existing, server, batch, limit, out);
+            put_parse(out, &existing.name, rest);
+            server
+                .pending
+                .push_back(Pending::passed(PARSE_COMPLETE, batch));
+            return Ok(());
+        }
+        let client_name = client_name.to_vec();
+        if self.map.len() >= limit {
             return Err(Fallback::TooMany);
         }
         let name = backend_name(rest);
@@ -222,6 +249,7 @@ impl ClientStatements {
                     swallow: true,
                     existed: false,
                     unnamed: false,
+                    client: None,
                     batch,
                 });
                 true
@@ -239,6 +267,7 @@ impl ClientStatements {
             swallow: false,
             existed,
             unnamed: false,
+            client: Some(client_name.clone()),
             batch,
         });
         self.map.insert(client_name, Statement { name, rest });
@@ -261,9 +290,7 @@ impl ClientStatements {
             out.put_slice(msg);
             return;
         };
-        let stmt = std::str::from_utf8(stmt_name)
-            .ok()
-            .and_then(|n| self.map.get(n));
+        let stmt = self.map.get(stmt_name);
         match stmt {
             Some(stmt) if !stmt_name.is_empty() => {
                 Self::ensure(stmt, server, batch, limit, out);
@@ -300,6 +327,7 @@ impl ClientStatements {
                     swallow: true,
                     existed: false,
                     unnamed: true,
+                    client: None,
                     batch,
                 });
             }
@@ -312,6 +340,7 @@ impl ClientStatements {
                     swallow: true,
                     existed: false,
                     unnamed: false,
+                    client: None,
                     batch,
                 });
             }
@@ -383,6 +412,7 @@ impl ClientStatements {
             swallow: false,
             existed: false,
             unnamed: false,
+            client: None,
             batch,
         });
     }
@@ -393,7 +423,7 @@ impl ClientStatements {
 }
 
 /// The statement name of a Describe/Close body (`S` + name), if it names one.
-fn statement_name(body: &[u8]) -> Option<&str> {
+fn statement_name(body: &[u8]) -> Option<&[u8]> {
     let (&kind, rest) = body.split_first()?;
     if kind != b'S' {
         return None;
@@ -402,7 +432,7 @@ fn statement_name(body: &[u8]) -> Option<&str> {
     if name.is_empty() {
         return None;
     }
-    std::str::from_utf8(name).ok()
+    Some(name)
 }
 
 impl ServerStatements {
@@ -470,6 +500,7 @@ impl ServerStatements {
                 swallow: true,
                 existed: false,
                 unnamed: false,
+                client: None,
                 batch,
             });
         }
@@ -499,13 +530,21 @@ impl ServerStatements {
     }
 
     /// An ErrorResponse arrived during batch `batch`: the server skips the rest of it, so its
-    /// unanswered Parse/Close never happen.
-    pub fn on_error(&mut self, batch: u64) {
+    /// unanswered Parse/Close never happen. Returns the client names whose Parse failed, for
+    /// the client to forget.
+    pub fn on_error(&mut self, batch: u64) -> Vec<Vec<u8>> {
+        let mut failed = Vec::new();
+        if !self.pending.iter().any(|p| p.batch == batch) {
+            return failed;
+        }
         let mut kept = VecDeque::with_capacity(self.pending.len());
         while let Some(p) = self.pending.pop_front() {
             if p.batch != batch {
                 kept.push_back(p);
                 continue;
+            }
+            if let Some(name) = p.client {
+                failed.push(name);
             }
             if p.unnamed {
                 // A failed (or skipped) Parse of the unnamed statement leaves none behind.
@@ -527,6 +566,7 @@ impl ServerStatements {
             }
         }
         self.pending = kept;
+        failed
     }
 }
 

@@ -85,13 +85,27 @@ pub async fn serve(
         match msg.tag {
             frontend::tag::TERMINATE => return Ok(End::Terminated),
             frontend::tag::QUERY => {
-                let sql = frontend::parse_query(&msg.body)?;
-                tracing::info!(peer = %client.peer, user, command = sql.trim(), "admin console command");
-                match run_command(shared, sql).await {
-                    Ok(reply) => reply.write(&mut out),
-                    Err(e) => {
-                        build::error_response(&mut out, "ERROR", e.code, &e.message, None, None)
+                let text = frontend::parse_query(&msg.body)?;
+                // The console's own commands are ASCII and read as UTF-8; a client in another
+                // encoding gets an error for that command, not a disconnect.
+                match std::str::from_utf8(text) {
+                    Ok(sql) => {
+                        tracing::info!(peer = %client.peer, user, command = sql.trim(), "admin console command");
+                        match run_command(shared, sql).await {
+                            Ok(reply) => reply.write(&mut out),
+                            Err(e) => build::error_response(
+                                &mut out, "ERROR", e.code, &e.message, None, None,
+                            ),
+                        }
                     }
+                    Err(_) => build::error_response(
+                        &mut out,
+                        "ERROR",
+                        "22021",
+                        "the Tollgate console reads commands as UTF-8 and this one is not; send it with client_encoding UTF8",
+                        None,
+                        None,
+                    ),
                 }
             }
             other => {

@@ -6,7 +6,7 @@
 use super::{Relay, HIGH_WATER};
 use crate::clients::ClientState;
 use crate::config::PoolMode;
-use crate::pin::{inspect, PinReason, Reset};
+use crate::pin::{inspect, Dialect, PinReason, Reset};
 use crate::session::error::SessionError;
 use bytes::BufMut;
 use std::time::Instant;
@@ -155,6 +155,11 @@ impl Relay<'_> {
                 let p = frontend::parse_parse(body)?;
                 self.note_statement(p.query);
                 let named = !p.name.is_empty();
+                if named {
+                    // The client's statement record changes with it: a replay would see the
+                    // name as taken.
+                    self.replay = None;
+                }
                 let Some(server) = self.server.as_mut() else {
                     return Err(no_backend());
                 };
@@ -184,6 +189,9 @@ impl Relay<'_> {
                 }
             }
             frontend::tag::BIND | frontend::tag::DESCRIBE | frontend::tag::CLOSE => {
+                if tag == frontend::tag::CLOSE {
+                    self.replay = None;
+                }
                 let Some(server) = self.server.as_mut() else {
                     return Err(no_backend());
                 };
@@ -217,8 +225,12 @@ impl Relay<'_> {
     }
 
     /// What a Query's or Parse's text does to the session: pins it, or resets settings.
-    fn note_statement(&mut self, sql: &str) {
-        let (pin, resets) = inspect(sql);
+    fn note_statement(&mut self, sql: &[u8]) {
+        let dialect = Dialect::from_reported(
+            self.want.get("client_encoding"),
+            self.want.get("standard_conforming_strings"),
+        );
+        let (pin, resets) = inspect(sql, dialect);
         if let Some(r) = pin {
             self.pin(r);
         }
@@ -283,7 +295,7 @@ impl Relay<'_> {
         if tag == frontend::tag::FUNCTION_CALL {
             // A function called by OID with arguments the proxy cannot see may leave any
             // session state behind.
-            self.pin(PinReason::SessionSet);
+            self.pin(PinReason::FunctionCall);
         }
     }
 
@@ -371,7 +383,9 @@ impl Relay<'_> {
                             }
                         }
                         backend::tag::ERROR_RESPONSE => {
-                            server.statements.on_error(self.flow.current_batch());
+                            for name in server.statements.on_error(self.flow.current_batch()) {
+                                self.statements.forget(&name);
+                            }
                             self.flow.received(tag);
                             if let Ok(f) = backend::parse_error_fields(body) {
                                 if f.severity == "FATAL" || f.severity == "PANIC" {
