@@ -6,13 +6,28 @@ use crate::backend::Credential;
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use tokio::sync::Semaphore;
 use tollgate_auth::{
     ct_eq, md5_stored, AuthFileError, ScramCredential, ScramServer, ScramVerifier, Secret, UserList,
 };
 
 /// Iterations for verifiers Tollgate derives from plaintext auth-file passwords (PostgreSQL's default).
 pub(crate) const SCRAM_ITERATIONS: u32 = 4096;
+
+/// PBKDF2 derivations running at once, for clients' cleartext passwords and Tollgate's own
+/// SCRAM logins to the database alike: each costs milliseconds of a core (more when a server
+/// asks for more iterations), and both can be asked for before anyone proved anything, so
+/// more than the machine has cores would only let a flood of logins starve everything else.
+static PBKDF2_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// Runs a PBKDF2 derivation `f` on the blocking pool, once one of [`PBKDF2_SLOTS`] is free;
+/// `None` if the task failed (it cannot, short of a panic in the hash code).
+pub(crate) async fn pbkdf2<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = PBKDF2_SLOTS.acquire().await;
+    tokio::task::spawn_blocking(f).await.ok()
+}
 
 /// How to check one client.
 pub enum Plan {
