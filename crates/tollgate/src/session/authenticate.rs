@@ -249,19 +249,29 @@ async fn password_login(
             return Err(fail(user, "user not in the auth file"));
         }
         Plan::Md5 { secret } => {
-            let salt: [u8; 4] = rand::random();
-            let mut out = BytesMut::new();
-            build::auth_md5_password(&mut out, salt);
-            client.send(&out).await?;
-            let msg = expect_password(client).await?;
-            let response = frontend::parse_password(&msg)?;
-            if !verify_md5_response(&secret, user, salt, response) {
+            let (salt, response) = md5_challenge(client).await?;
+            if !verify_md5_response(&secret, user, salt, &response) {
                 return Err(fail(user, "wrong password (md5)"));
             }
             backend_credential(&secret, None)
         }
+        Plan::UnknownMd5 => {
+            // The same messages as a wrong md5 password, and the same failure.
+            md5_challenge(client).await?;
+            return Err(fail(user, "user not in the auth file"));
+        }
     };
     Ok(cred)
+}
+
+/// Sends AuthenticationMD5Password with a fresh salt; returns the salt and the response.
+async fn md5_challenge(client: &mut ClientConn) -> Result<([u8; 4], Vec<u8>), SessionError> {
+    let salt: [u8; 4] = rand::random();
+    let mut out = BytesMut::new();
+    build::auth_md5_password(&mut out, salt);
+    client.send(&out).await?;
+    let msg = expect_password(client).await?;
+    Ok((salt, frontend::parse_password(&msg)?.to_vec()))
 }
 
 fn fail(user: &str, reason: &str) -> SessionError {
