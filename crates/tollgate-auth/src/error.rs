@@ -44,6 +44,14 @@ pub enum ScramError {
     /// The server could not prove it knows the verifier.
     #[error("server signature does not match")]
     BadServerSignature,
+    /// The server asked for more PBKDF2 iterations than the client side will run.
+    #[error("the server asks for {iterations} SCRAM iterations, over Tollgate's limit of {limit}; give the role a password hashed with fewer (PostgreSQL's scram_iterations, default 4096)")]
+    TooManyIterations {
+        /// The server's count.
+        iterations: u32,
+        /// The limit, `MAX_SERVER_ITERATIONS`.
+        limit: u32,
+    },
     /// Logging in with recovered keys needs the server to hold the same salt and iterations.
     #[error("the server's SCRAM salt or iteration count differs from the auth file's verifier")]
     VerifierMismatch,

@@ -30,7 +30,7 @@ mod userlist;
 pub use self::ct::ct_eq;
 pub use self::error::{AuthFileError, ScramError};
 pub use self::md5::{md5_response, md5_stored, verify_md5_response};
-pub use self::scram_client::{ScramClient, ScramCredential};
+pub use self::scram_client::{ScramClient, ScramCredential, MAX_SERVER_ITERATIONS};
 pub use self::scram_server::{ScramServer, ScramSuccess};
 pub use self::scram_verifier::ScramVerifier;
 pub use self::userlist::{Secret, UserList};

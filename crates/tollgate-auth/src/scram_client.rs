@@ -18,6 +18,13 @@ use crate::scram_verifier::{
 /// base64 of the gs2 header `n,,`, sent back in client-final's `c=`.
 const GS2_HEADER: &str = "n,,";
 
+/// The most PBKDF2 iterations a server may ask of the client side. The server chooses the
+/// count and the derivation runs before it proves anything, so an impostor (or a role given a
+/// huge `scram_iterations`) could otherwise keep a core busy for minutes per login.
+/// PostgreSQL's default is 4096; this leaves room for deliberately slow settings (about a
+/// quarter of a second per fresh derivation on one core).
+pub const MAX_SERVER_ITERATIONS: u32 = 1_000_000;
+
 /// What the pooler proves to PostgreSQL with.
 #[derive(Clone)]
 pub enum ScramCredential {
@@ -31,6 +38,25 @@ pub enum ScramCredential {
         /// The verifier the client was checked against; the server must hold the same one.
         verifier: ScramVerifier,
     },
+}
+
+impl ScramCredential {
+    /// Derives from `password` the keys a server holding (salt, iterations) checks: the
+    /// PBKDF2 part of an exchange, to run off the async threads and reuse across logins
+    /// (PostgreSQL keeps one salt per role).
+    pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Self {
+        let salted = salted_password(password, salt, iterations);
+        let client_key = client_key(&salted);
+        Self::Keys {
+            client_key,
+            verifier: ScramVerifier {
+                iterations,
+                salt: salt.to_vec(),
+                stored_key: sha256(&client_key),
+                server_key: server_key(&salted),
+            },
+        }
+    }
 }
 
 impl fmt::Debug for ScramCredential {
@@ -61,7 +87,50 @@ enum State {
     SentFinal {
         server_signature: [u8; 32],
     },
+    /// The server's signature matched.
+    Verified,
     Finished,
+}
+
+/// A server-first-message's fields.
+struct ServerFirst<'a> {
+    text: &'a str,
+    full_nonce: &'a str,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+/// Parses a server-first-message (RFC 5802 section 7):
+/// `[reserved-mext ","] nonce "," salt "," iteration-count ["," extensions]`.
+fn parse_server_first(msg: &[u8]) -> Result<ServerFirst<'_>, ScramError> {
+    let text = utf8(msg, "server-first-message is not UTF-8")?;
+    let mut parts = text.split(',');
+    let first = parts.next();
+    if first.is_some_and(|p| p.starts_with("m=")) {
+        return Err(ScramError::Malformed(
+            "mandatory extension is not supported",
+        ));
+    }
+    let full_nonce = attr(first, 'r', "server-first-message lacks r=")?;
+    let salt = attr(parts.next(), 's', "server-first-message lacks s=")?;
+    let salt = decode_b64(salt)
+        .filter(|salt| !salt.is_empty())
+        .ok_or(ScramError::Malformed("server salt is not base64"))?;
+    let iterations = attr(parts.next(), 'i', "server-first-message lacks i=")?;
+    let iterations = parse_iterations(iterations).ok_or(ScramError::Malformed(
+        "server iteration count is not a positive number",
+    ))?;
+    if !parts.all(is_extension) {
+        return Err(ScramError::Malformed(
+            "bad attribute in server-first-message",
+        ));
+    }
+    Ok(ServerFirst {
+        text,
+        full_nonce,
+        salt,
+        iterations,
+    })
 }
 
 impl ScramClient {
@@ -101,39 +170,26 @@ impl ScramClient {
             } => (nonce, client_first_bare),
             _ => return Err(ScramError::OutOfOrder),
         };
-        let server_first = utf8(msg, "server-first-message is not UTF-8")?;
-
-        // server-first-message = [reserved-mext ","] nonce "," salt "," iteration-count
-        //                        ["," extensions]
-        let mut parts = server_first.split(',');
-        let first = parts.next();
-        if first.is_some_and(|p| p.starts_with("m=")) {
-            return Err(ScramError::Malformed(
-                "mandatory extension is not supported",
-            ));
-        }
-        let full_nonce = attr(first, 'r', "server-first-message lacks r=")?;
+        let ServerFirst {
+            text: server_first,
+            full_nonce,
+            salt,
+            iterations,
+        } = parse_server_first(msg)?;
         let server_part = full_nonce
             .strip_prefix(nonce.as_str())
             .ok_or(ScramError::NonceMismatch)?;
         if !is_printable_nonce(server_part) {
             return Err(ScramError::NonceMismatch);
         }
-        let salt = attr(parts.next(), 's', "server-first-message lacks s=")?;
-        let salt = decode_b64(salt)
-            .filter(|salt| !salt.is_empty())
-            .ok_or(ScramError::Malformed("server salt is not base64"))?;
-        let iterations = attr(parts.next(), 'i', "server-first-message lacks i=")?;
-        let iterations = parse_iterations(iterations).ok_or(ScramError::Malformed(
-            "server iteration count is not a positive number",
-        ))?;
-        if !parts.all(is_extension) {
-            return Err(ScramError::Malformed(
-                "bad attribute in server-first-message",
-            ));
-        }
 
         let (client_key, server_key) = match &self.cred {
+            ScramCredential::Password(_) if iterations > MAX_SERVER_ITERATIONS => {
+                return Err(ScramError::TooManyIterations {
+                    iterations,
+                    limit: MAX_SERVER_ITERATIONS,
+                })
+            }
             ScramCredential::Password(password) => {
                 let salted = salted_password(password, &salt, iterations);
                 (client_key(&salted), server_key(&salted))
@@ -160,6 +216,31 @@ impl ScramClient {
         Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
     }
 
+    /// The salt and iteration count a server-first-message asks for, so the caller can bound
+    /// the count and derive the keys elsewhere ([`ScramCredential::derive`],
+    /// [`ScramClient::set_credential`]) before [`ScramClient::server_first`].
+    pub fn salt_and_iterations(msg: &[u8]) -> Result<(Vec<u8>, u32), ScramError> {
+        let parsed = parse_server_first(msg)?;
+        if parsed.iterations > MAX_SERVER_ITERATIONS {
+            return Err(ScramError::TooManyIterations {
+                iterations: parsed.iterations,
+                limit: MAX_SERVER_ITERATIONS,
+            });
+        }
+        Ok((parsed.salt, parsed.iterations))
+    }
+
+    /// Replaces the credential, e.g. a password with the keys derived from it, mid-exchange.
+    pub fn set_credential(&mut self, cred: ScramCredential) {
+        self.cred = cred;
+    }
+
+    /// Whether the server's signature was checked: only then has the server proved it holds
+    /// the verifier, and only then may its AuthenticationOk be believed.
+    pub fn is_verified(&self) -> bool {
+        matches!(self.state, State::Verified)
+    }
+
     /// Takes the server-final-message (AuthenticationSASLFinal) and checks the server's
     /// signature; `e=` from the server means it rejected our proof.
     pub fn server_final(&mut self, msg: &[u8]) -> Result<(), ScramError> {
@@ -178,6 +259,7 @@ impl ScramClient {
             "server signature is not 32 bytes of base64",
         ))?;
         if ct_eq(&signature, &expected) {
+            self.state = State::Verified;
             Ok(())
         } else {
             Err(ScramError::BadServerSignature)
@@ -191,6 +273,7 @@ impl fmt::Debug for ScramClient {
             State::Initial => "Initial",
             State::SentFirst { .. } => "SentFirst",
             State::SentFinal { .. } => "SentFinal",
+            State::Verified => "Verified",
             State::Finished => "Finished",
         };
         f.debug_struct("ScramClient")
@@ -264,6 +347,42 @@ mod tests {
             let mut client = rfc_client(cred.clone());
             assert_eq!(client.server_first(msg), Err(ScramError::VerifierMismatch));
         }
+    }
+
+    #[test]
+    fn keys_derived_elsewhere_reproduce_the_password_proof() {
+        let (salt, iterations) = ScramClient::salt_and_iterations(RFC_SERVER_FIRST).unwrap();
+        assert_eq!(iterations, 4096);
+        let mut client = rfc_client(ScramCredential::Password("pencil".into()));
+        client.set_credential(ScramCredential::derive("pencil", &salt, iterations));
+        assert_eq!(
+            client.server_first(RFC_SERVER_FIRST).unwrap(),
+            RFC_CLIENT_FINAL
+        );
+        assert!(!client.is_verified(), "not before the server's signature");
+        client.server_final(RFC_SERVER_FINAL).unwrap();
+        assert!(client.is_verified());
+    }
+
+    #[test]
+    fn a_server_asking_for_too_many_iterations_is_refused_before_any_derivation() {
+        let over = format!(
+            "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i={}",
+            MAX_SERVER_ITERATIONS + 1
+        );
+        let refused = Err(ScramError::TooManyIterations {
+            iterations: MAX_SERVER_ITERATIONS + 1,
+            limit: MAX_SERVER_ITERATIONS,
+        });
+        assert_eq!(
+            ScramClient::salt_and_iterations(over.as_bytes()).map(|_| ()),
+            refused
+        );
+        let mut client = rfc_client(ScramCredential::Password("pencil".into()));
+        assert_eq!(client.server_first(over.as_bytes()).map(|_| ()), refused);
+        let at =
+            format!("r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i={MAX_SERVER_ITERATIONS}");
+        assert!(ScramClient::salt_and_iterations(at.as_bytes()).is_ok());
     }
 
     #[test]

@@ -64,8 +64,15 @@ impl ScramServer {
 
     /// For an unknown user: runs the exchange with a salt derived from (user, a per-process
     /// random key) so a prober can't tell unknown users from wrong passwords; always ends in
-    /// WrongPassword.
+    /// WrongPassword. PostgreSQL's default iteration count; see [`ScramServer::mock_with`].
     pub fn mock(user: &str) -> Self {
+        Self::mock_with(user, MOCK_ITERATIONS)
+    }
+
+    /// [`ScramServer::mock`] advertising `iterations`: the caller passes the count its real
+    /// users' verifiers have, so the mock's server-first-message looks like theirs. The salt is
+    /// the same for every exchange with one name (within this process), as a real user's is.
+    pub fn mock_with(user: &str, iterations: u32) -> Self {
         static MOCK_KEY: OnceLock<[u8; 32]> = OnceLock::new();
         let key = MOCK_KEY.get_or_init(rand::random);
         let mut salt = hmac_sha256(key, &[user.as_bytes()]).to_vec();
@@ -73,7 +80,7 @@ impl ScramServer {
         // The keys are random so that even the checks that run before `doomed` is consulted
         // cannot match anything a client could know.
         let verifier = ScramVerifier {
-            iterations: MOCK_ITERATIONS,
+            iterations: iterations.max(1),
             salt,
             stored_key: rand::random(),
             server_key: rand::random(),
@@ -292,6 +299,34 @@ mod tests {
             success.server_final,
             b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
+    }
+
+    /// The salt and iteration count a server-first-message advertises.
+    fn advertised(server: &mut ScramServer) -> (String, String) {
+        let first = String::from_utf8(server.client_first(b"n,,n=,r=abc").unwrap()).unwrap();
+        let mut parts = first.split(',').skip(1);
+        (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+        )
+    }
+
+    #[test]
+    fn a_mock_repeats_its_salt_per_name_and_advertises_the_given_iterations() {
+        let (salt, iterations) = advertised(&mut ScramServer::mock_with("ghost", 10_000));
+        assert_eq!(iterations, "i=10000");
+        // Probing the same name again sees the same salt, as with a real user.
+        assert_eq!(
+            advertised(&mut ScramServer::mock_with("ghost", 10_000)).0,
+            salt
+        );
+        assert_ne!(
+            advertised(&mut ScramServer::mock_with("other", 10_000)).0,
+            salt
+        );
+        // The salt is as long as PostgreSQL's (16 bytes: 24 base64 characters).
+        assert_eq!(salt.len(), "s=".len() + 24);
+        assert_eq!(advertised(&mut ScramServer::mock("ghost")).1, "i=4096");
     }
 
     #[test]

@@ -6,13 +6,28 @@ use crate::backend::Credential;
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use tokio::sync::Semaphore;
 use tollgate_auth::{
     ct_eq, md5_stored, AuthFileError, ScramCredential, ScramServer, ScramVerifier, Secret, UserList,
 };
 
 /// Iterations for verifiers Tollgate derives from plaintext auth-file passwords (PostgreSQL's default).
 pub(crate) const SCRAM_ITERATIONS: u32 = 4096;
+
+/// PBKDF2 derivations running at once, for clients' cleartext passwords and Tollgate's own
+/// SCRAM logins to the database alike: each costs milliseconds of a core (more when a server
+/// asks for more iterations), and both can be asked for before anyone proved anything, so
+/// more than the machine has cores would only let a flood of logins starve everything else.
+static PBKDF2_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// Runs a PBKDF2 derivation `f` on the blocking pool, once one of [`PBKDF2_SLOTS`] is free;
+/// `None` if the task failed (it cannot, short of a panic in the hash code).
+pub(crate) async fn pbkdf2<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = PBKDF2_SLOTS.acquire().await;
+    tokio::task::spawn_blocking(f).await.ok()
+}
 
 /// How to check one client.
 pub enum Plan {
@@ -26,6 +41,47 @@ pub enum Plan {
     /// The user is not in the auth file: run a SCRAM exchange that always fails, so a prober
     /// cannot tell unknown users from wrong passwords.
     Unknown { server: Box<ScramServer> },
+    /// The user is not in the auth file, which holds mostly md5 entries: an md5 challenge
+    /// that always fails, for the same reason.
+    UnknownMd5,
+}
+
+/// How unknown users are answered: as most of the auth file's users are, so that neither the
+/// method nor the SCRAM iteration count tells a prober which names exist. (PostgreSQL answers
+/// a missing role by its `password_encryption`; the auth file is Tollgate's equivalent.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MockLogin {
+    /// SCRAM advertising this iteration count.
+    Scram { iterations: u32 },
+    /// An md5 challenge.
+    Md5,
+}
+
+impl MockLogin {
+    /// The look of most entries: md5 if md5 entries outnumber the SCRAM ones (verifiers, and
+    /// plaintext passwords, which Tollgate checks by SCRAM at [`SCRAM_ITERATIONS`]), else SCRAM
+    /// with the most common count (ties to the smaller count).
+    pub(crate) fn for_users(users: &UserList) -> Self {
+        let mut md5 = 0usize;
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for name in users.users() {
+            match users.get(name) {
+                Some(Secret::Md5(_)) => md5 += 1,
+                Some(Secret::Scram(v)) => *counts.entry(v.iterations).or_default() += 1,
+                Some(Secret::Plain(_)) => *counts.entry(SCRAM_ITERATIONS).or_default() += 1,
+                None => {}
+            }
+        }
+        let scram: usize = counts.values().sum();
+        if md5 > scram {
+            return MockLogin::Md5;
+        }
+        let iterations = counts
+            .into_iter()
+            .max_by(|(ia, na), (ib, nb)| na.cmp(nb).then(ib.cmp(ia)))
+            .map_or(SCRAM_ITERATIONS, |(i, _)| i);
+        MockLogin::Scram { iterations }
+    }
 }
 
 /// The auth file and the verifiers derived from it.
@@ -33,6 +89,8 @@ pub struct Authenticator {
     path: PathBuf,
     users: RwLock<Arc<UserList>>,
     derived: Mutex<HashMap<String, ScramVerifier>>,
+    /// How unknown users are answered, decided when the file is read.
+    mock: Mutex<MockLogin>,
 }
 
 impl Authenticator {
@@ -44,6 +102,7 @@ impl Authenticator {
         }
         Ok(Authenticator {
             path: path.to_path_buf(),
+            mock: Mutex::new(MockLogin::for_users(&users)),
             users: RwLock::new(Arc::new(users)),
             derived: Mutex::new(HashMap::new()),
         })
@@ -53,6 +112,7 @@ impl Authenticator {
     pub fn reload(&self) -> Result<usize, AuthFileError> {
         let users = UserList::load(&self.path)?;
         let n = users.len();
+        *lock(&self.mock) = MockLogin::for_users(&users);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         lock(&self.derived).clear();
         Ok(n)
@@ -76,8 +136,11 @@ impl Authenticator {
     pub fn plan(&self, user: &str) -> Plan {
         let users = self.users();
         match users.get(user) {
-            None => Plan::Unknown {
-                server: Box::new(ScramServer::mock(user)),
+            None => match *lock(&self.mock) {
+                MockLogin::Scram { iterations } => Plan::Unknown {
+                    server: Box::new(ScramServer::mock_with(user, iterations)),
+                },
+                MockLogin::Md5 => Plan::UnknownMd5,
             },
             Some(secret @ Secret::Md5(_)) => Plan::Md5 {
                 secret: secret.clone(),
@@ -170,6 +233,76 @@ mod tests {
         }
         // md5 hashes salt with the user name.
         assert!(!check_cleartext(&md5, "other", "s3cret"));
+    }
+
+    fn users(text: &str) -> UserList {
+        UserList::parse(text).unwrap()
+    }
+
+    #[test]
+    fn unknown_users_are_answered_like_most_of_the_auth_file() {
+        let scram = |pw: &str, i: u32| {
+            ScramVerifier::from_password(pw, b"0123456789abcdef", i).to_stored_string()
+        };
+        let md5 = |pw: &str, u: &str| md5_stored(pw, u);
+        let (a, b, c) = (scram("a", 16), scram("b", 16), scram("c", 32));
+        // Verifiers: the most common count.
+        assert_eq!(
+            MockLogin::for_users(&users(&format!(
+                "\"a\" \"{a}\"\n\"b\" \"{b}\"\n\"c\" \"{c}\"\n"
+            ))),
+            MockLogin::Scram { iterations: 16 }
+        );
+        // Plaintext entries are checked by SCRAM at 4096, and count so.
+        assert_eq!(
+            MockLogin::for_users(&users(&format!(
+                "\"a\" \"{a}\"\n\"p\" \"pw\"\n\"q\" \"pw\"\n"
+            ))),
+            MockLogin::Scram {
+                iterations: SCRAM_ITERATIONS
+            }
+        );
+        // Mostly md5: unknown users get an md5 challenge.
+        let (m1, m2) = (md5("x", "m1"), md5("y", "m2"));
+        assert_eq!(
+            MockLogin::for_users(&users(&format!(
+                "\"a\" \"{a}\"\n\"m1\" \"{m1}\"\n\"m2\" \"{m2}\"\n"
+            ))),
+            MockLogin::Md5
+        );
+        // Nothing to imitate: PostgreSQL's defaults.
+        assert_eq!(
+            MockLogin::for_users(&UserList::default()),
+            MockLogin::Scram {
+                iterations: SCRAM_ITERATIONS
+            }
+        );
+    }
+
+    #[test]
+    fn the_plan_for_an_unknown_user_follows_the_auth_file_and_its_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.txt");
+        let v = ScramVerifier::from_password("pw", b"0123456789abcdef", 10_000).to_stored_string();
+        std::fs::write(&path, format!("\"real\" \"{v}\"\n")).unwrap();
+        let auth = Authenticator::load(&path).unwrap();
+        let first = |plan: Plan| match plan {
+            Plan::Unknown { mut server } => {
+                String::from_utf8(server.client_first(b"n,,n=,r=abc").unwrap()).unwrap()
+            }
+            Plan::UnknownMd5 => "md5".into(),
+            _ => panic!("not a mock"),
+        };
+        let ghost = first(auth.plan("ghost"));
+        assert!(ghost.ends_with(",i=10000"), "{ghost}");
+        // The same salt on every probe of one name, as a real user's.
+        let salt = |m: &str| m.split(',').nth(1).unwrap().to_string();
+        assert_eq!(salt(&first(auth.plan("ghost"))), salt(&ghost));
+
+        let m = md5_stored("pw", "m");
+        std::fs::write(&path, format!("\"m\" \"{m}\"\n")).unwrap();
+        auth.reload().unwrap();
+        assert_eq!(first(auth.plan("ghost")), "md5");
     }
 
     #[test]

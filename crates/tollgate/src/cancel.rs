@@ -57,6 +57,32 @@ impl CancelRegistry {
         }
     }
 
+    /// Issues a key carrying `pid` (session mode: the backend's own process id, so the client
+    /// is told what `pg_backend_pid()` says) with a fresh random secret. `None` when `pid` is
+    /// not positive or another live key holds it (a random one issued earlier): the caller
+    /// keeps its random key then.
+    pub fn issue_with_pid(&self, pid: i32) -> Option<CancelKey<'_>> {
+        if pid <= 0 {
+            return None;
+        }
+        let mut map = lock(&self.map);
+        if map.contains_key(&pid) {
+            return None;
+        }
+        let secret: [u8; 4] = rand::rng().random();
+        let entry = Arc::new(Entry {
+            secret,
+            target: Mutex::new(None),
+        });
+        map.insert(pid, entry.clone());
+        Some(CancelKey {
+            registry: self,
+            entry,
+            process_id: pid,
+            secret,
+        })
+    }
+
     /// The backend to cancel for this key, if the key is genuine and the client holds one.
     pub fn lookup(&self, process_id: i32, secret: &[u8]) -> Option<CancelTarget> {
         let entry = lock(&self.map).get(&process_id)?.clone();
@@ -95,6 +121,36 @@ impl Drop for CancelKey<'_> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn a_key_for_a_given_pid_has_its_own_secret_and_refuses_a_taken_pid() {
+        let reg = CancelRegistry::default();
+        let key = reg.issue_with_pid(4242).unwrap();
+        assert_eq!(key.process_id, 4242);
+        key.set_target(Some(CancelTarget {
+            process_id: 4242,
+            secret: Bytes::from_static(b"real"),
+        }));
+        assert_eq!(
+            reg.lookup(4242, &key.secret).map(|t| t.secret),
+            Some(Bytes::from_static(b"real"))
+        );
+        // The backend's own secret is not the client's: it finds nothing.
+        if key.secret != *b"real" {
+            assert!(reg.lookup(4242, b"real").is_none());
+        }
+        // Taken (by this key, or a random key that drew the same number), or impossible.
+        assert!(reg.issue_with_pid(4242).is_none());
+        let random = reg.issue();
+        assert!(reg.issue_with_pid(random.process_id).is_none());
+        assert!(reg.issue_with_pid(0).is_none());
+        assert!(reg.issue_with_pid(-5).is_none());
+        assert_eq!(reg.len(), 2);
+        // Freed when the session ends, then issuable again.
+        drop(key);
+        assert!(reg.lookup(4242, &[0; 4]).is_none());
+        assert!(reg.issue_with_pid(4242).is_some());
+    }
 
     #[test]
     fn only_the_issued_key_finds_the_backend() {

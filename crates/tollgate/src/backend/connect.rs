@@ -42,6 +42,57 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// What the database made Tollgate prove before its AuthenticationOk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginProof {
+    /// Nothing: the server let Tollgate in unasked (pg_hba.conf `trust`, `peer`, ...).
+    Nothing,
+    /// A cleartext password (or an IAM auth token), over verify-full TLS.
+    Cleartext,
+    /// An md5 response.
+    Md5,
+    /// A SCRAM-SHA-256 exchange whose server signature checked out.
+    Scram,
+}
+
+/// SCRAM keys derived from passwords, by (password, salt, iterations). PostgreSQL keeps one
+/// salt per role, so a pool opening connections for a role runs PBKDF2 once, not per
+/// connection. Bounded: when full it starts afresh (a server inventing salts gains nothing
+/// but derivations, which the PBKDF2 slots bound anyway).
+#[derive(Default)]
+struct ScramKeyCache {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], ScramCredential>>,
+}
+
+/// Entries kept in [`ScramKeyCache`]: one per role and password is what a deployment needs.
+const SCRAM_KEY_CACHE_SIZE: usize = 1024;
+
+impl ScramKeyCache {
+    /// The cache key: a digest, so the map holds no password (its values are as secret).
+    fn key(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update((password.len() as u64).to_be_bytes());
+        h.update(password.as_bytes());
+        h.update((salt.len() as u64).to_be_bytes());
+        h.update(salt);
+        h.update(iterations.to_be_bytes());
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<ScramCredential> {
+        crate::sync::lock(&self.map).get(key).cloned()
+    }
+
+    fn put(&self, key: [u8; 32], keys: ScramCredential) {
+        let mut map = crate::sync::lock(&self.map);
+        if map.len() >= SCRAM_KEY_CACHE_SIZE {
+            map.clear();
+        }
+        map.insert(key, keys);
+    }
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Knows where the database is and how to log in to it.
@@ -50,6 +101,8 @@ pub struct Connector {
     tls: Option<tokio_rustls::TlsConnector>,
     /// What a reload may change: read once per new connection.
     live: std::sync::RwLock<LiveConnect>,
+    /// PBKDF2 results for SCRAM logins with auth-file passwords.
+    scram_keys: ScramKeyCache,
 }
 
 /// The connector's reloadable settings (server_connect_timeout, init_query).
@@ -74,6 +127,7 @@ impl Connector {
                 timeout,
                 init_query: init_query.map(Arc::from),
             }),
+            scram_keys: ScramKeyCache::default(),
         })
     }
 
@@ -169,21 +223,22 @@ impl Connector {
     /// timeout, then closes the connection: whether the database accepts the credential,
     /// and nothing else (the delegate IAM verifier's question). What the server says after
     /// AuthenticationOk, such as a missing database or too many connections, is not about
-    /// the credential and is not waited for.
+    /// the credential and is not waited for. The proof says what the server asked for: an
+    /// AuthenticationOk that asked for nothing says nothing about the credential.
     pub async fn check_login(
         &self,
         user: &str,
         database: &str,
         cred: &Credential,
-    ) -> Result<(), BackendError> {
+    ) -> Result<LoginProof, BackendError> {
         let timeout = self.timeout();
         let checking = async {
-            let mut conn = self.open_logged_in(user, database, cred).await?;
+            let (mut conn, proof) = self.open_logged_in(user, database, cred).await?;
             let mut out = BytesMut::new();
             build::terminate(&mut out);
             // Best effort: the server ends the session when the socket closes anyway.
             let _ = conn.write_all(&out).await;
-            Ok(())
+            Ok(proof)
         };
         match tokio::time::timeout(timeout, checking).await {
             Ok(r) => r,
@@ -200,7 +255,7 @@ impl Connector {
         user: &str,
         database: &str,
         cred: &Credential,
-    ) -> Result<ServerConn, BackendError> {
+    ) -> Result<(ServerConn, LoginProof), BackendError> {
         let stream = self.open_stream().await?;
         let now = Instant::now();
         let mut conn = ServerConn {
@@ -223,14 +278,8 @@ impl Connector {
         let mut out = BytesMut::new();
         build::startup_message(&mut out, &[("user", user), ("database", database)]);
         conn.write_all(&out).await?;
-        login(
-            &mut conn,
-            (&self.upstream.host, self.upstream.port),
-            user,
-            cred,
-        )
-        .await?;
-        Ok(conn)
+        let proof = self.login(&mut conn, user, cred).await?;
+        Ok((conn, proof))
     }
 
     async fn connect_inner(
@@ -240,7 +289,7 @@ impl Connector {
         cred: &Credential,
         init_query: Option<&str>,
     ) -> Result<ServerConn, BackendError> {
-        let mut conn = self.open_logged_in(user, database, cred).await?;
+        let (mut conn, _) = self.open_logged_in(user, database, cred).await?;
         // Parameters, key, then ReadyForQuery.
         loop {
             let msg = conn.read_message().await?;
@@ -306,99 +355,166 @@ impl Connector {
     }
 }
 
-/// Answers the server's authentication requests until AuthenticationOk. `endpoint` is the
-/// host and port an IAM auth token is signed for.
-async fn login(
-    conn: &mut ServerConn,
-    endpoint: (&str, u16),
-    user: &str,
-    cred: &Credential,
-) -> Result<(), BackendError> {
-    let mut scram: Option<ScramClient> = None;
-    loop {
-        let msg = conn.read_message().await?;
-        match msg.tag {
-            backend::tag::AUTHENTICATION => {}
-            backend::tag::ERROR_RESPONSE => {
-                let fields = backend::parse_error_fields(&msg.body)?;
-                // Bad credentials are the operator's to fix, not the client's: say so.
-                let refused = fields.code.starts_with("28");
-                return Err(match cred {
-                    Credential::Iam(source) if refused => BackendError::IamLoginRefused {
-                        user: user.to_string(),
-                        access_key_id: source.access_key_id().await.unwrap_or_default(),
-                        fields: Box::new(fields),
-                    },
-                    _ if refused => BackendError::LoginRefused {
-                        user: user.to_string(),
-                        fields: Box::new(fields),
-                    },
-                    _ => BackendError::Server(fields),
-                });
-            }
-            backend::tag::NEGOTIATE_PROTOCOL_VERSION => continue,
-            other => {
-                return Err(BackendError::Protocol(format!(
-                    "unexpected message {:?} during login",
-                    other as char
-                )))
-            }
-        }
-        let mut out = BytesMut::new();
-        match backend::parse_authentication(&msg.body)? {
-            Authentication::Ok => return Ok(()),
-            Authentication::CleartextPassword => match cred {
-                Credential::Password(p) => build::password_message(&mut out, p.as_bytes()),
-                Credential::Iam(source) => {
-                    let token = source.token(endpoint.0, endpoint.1, user).await?;
-                    build::password_message(&mut out, token.as_bytes());
+impl Connector {
+    /// Answers the server's authentication requests until AuthenticationOk; says what the
+    /// server asked for. Refuses, as libpq's `require_auth` would, what would hand a secret to
+    /// a server that has not proved itself: a cleartext password or IAM token over anything
+    /// but verify-full TLS, and an AuthenticationOk in the middle of SCRAM (before the server
+    /// signature in SASLFinal is checked). md5 is answered over any transport: its response is
+    /// a salted hash, which gives an impostor no more than an unbound SCRAM exchange does.
+    async fn login(
+        &self,
+        conn: &mut ServerConn,
+        user: &str,
+        cred: &Credential,
+    ) -> Result<LoginProof, BackendError> {
+        let mut scram: Option<ScramClient> = None;
+        let mut proof = LoginProof::Nothing;
+        loop {
+            let msg = conn.read_message().await?;
+            match msg.tag {
+                backend::tag::AUTHENTICATION => {}
+                backend::tag::ERROR_RESPONSE => {
+                    let fields = backend::parse_error_fields(&msg.body)?;
+                    // Bad credentials are the operator's to fix, not the client's: say so.
+                    let refused = fields.code.starts_with("28");
+                    return Err(match cred {
+                        Credential::Iam(source) if refused => BackendError::IamLoginRefused {
+                            user: user.to_string(),
+                            access_key_id: source.access_key_id().await.unwrap_or_default(),
+                            fields: Box::new(fields),
+                        },
+                        _ if refused => BackendError::LoginRefused {
+                            user: user.to_string(),
+                            fields: Box::new(fields),
+                        },
+                        _ => BackendError::Server(fields),
+                    });
                 }
-                _ => return Err(unsupported(user, "a cleartext password", "the plaintext password")),
-            },
-            Authentication::Md5Password { salt } => {
-                let stored = match cred {
-                    Credential::Password(p) => md5_stored(p, user),
-                    Credential::Md5(h) => h.clone(),
-                    Credential::Scram(_) => return Err(unsupported(user, "md5", "the plaintext password or its md5 hash")),
-                    Credential::Iam(_) => return Err(iam_unsupported(user, "md5")),
-                };
-                build::password_message(&mut out, md5_response(&stored, salt).as_bytes());
-            }
-            Authentication::Sasl { mechanisms } => {
-                if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
-                    return Err(BackendError::AuthUnsupported(format!(
-                        "the database offers SASL mechanisms {mechanisms:?}; Tollgate speaks SCRAM-SHA-256"
-                    )));
+                backend::tag::NEGOTIATE_PROTOCOL_VERSION => continue,
+                other => {
+                    return Err(BackendError::Protocol(format!(
+                        "unexpected message {:?} during login",
+                        other as char
+                    )))
                 }
-                let sc = match cred {
-                    Credential::Password(p) => ScramCredential::Password(p.clone()),
-                    Credential::Scram(c) => c.clone(),
-                    Credential::Md5(_) => {
-                        return Err(unsupported(user, "SCRAM-SHA-256", "the plaintext password or the server's SCRAM verifier"))
+            }
+            let mut out = BytesMut::new();
+            match backend::parse_authentication(&msg.body)? {
+                Authentication::Ok => {
+                    if scram.as_ref().is_some_and(|c| !c.is_verified()) {
+                        return Err(BackendError::Protocol(
+                            "the database sent AuthenticationOk in the middle of SCRAM, before \
+                             proving with SASLFinal that it holds the password's verifier: it \
+                             may not be the real server, so Tollgate will not use the connection"
+                                .into(),
+                        ));
                     }
-                    Credential::Iam(_) => return Err(iam_unsupported(user, "SCRAM-SHA-256")),
-                };
-                let mut client = ScramClient::new(sc);
-                build::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
-                scram = Some(client);
+                    return Ok(proof);
+                }
+                Authentication::CleartextPassword => {
+                    if self.upstream.sslmode != SslMode::VerifyFull {
+                        return Err(cleartext_refused(user, self.upstream.sslmode));
+                    }
+                    match cred {
+                        Credential::Password(p) => build::password_message(&mut out, p.as_bytes()),
+                        Credential::Iam(source) => {
+                            let token = source
+                                .token(&self.upstream.host, self.upstream.port, user)
+                                .await?;
+                            build::password_message(&mut out, token.as_bytes());
+                        }
+                        _ => return Err(unsupported(user, "a cleartext password", "the plaintext password")),
+                    }
+                    proof = LoginProof::Cleartext;
+                }
+                Authentication::Md5Password { salt } => {
+                    let stored = match cred {
+                        Credential::Password(p) => md5_stored(p, user),
+                        Credential::Md5(h) => h.clone(),
+                        Credential::Scram(_) => return Err(unsupported(user, "md5", "the plaintext password or its md5 hash")),
+                        Credential::Iam(_) => return Err(iam_unsupported(user, "md5")),
+                    };
+                    build::password_message(&mut out, md5_response(&stored, salt).as_bytes());
+                    proof = LoginProof::Md5;
+                }
+                Authentication::Sasl { mechanisms } => {
+                    if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+                        return Err(BackendError::AuthUnsupported(format!(
+                            "the database offers SASL mechanisms {mechanisms:?}; Tollgate speaks SCRAM-SHA-256"
+                        )));
+                    }
+                    let sc = match cred {
+                        Credential::Password(p) => ScramCredential::Password(p.clone()),
+                        Credential::Scram(c) => c.clone(),
+                        Credential::Md5(_) => {
+                            return Err(unsupported(user, "SCRAM-SHA-256", "the plaintext password or the server's SCRAM verifier"))
+                        }
+                        Credential::Iam(_) => return Err(iam_unsupported(user, "SCRAM-SHA-256")),
+                    };
+                    let mut client = ScramClient::new(sc);
+                    build::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
+                    scram = Some(client);
+                }
+                Authentication::SaslContinue(data) => {
+                    let client = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASLContinue before SASL".into()))?;
+                    if let Credential::Password(p) = cred {
+                        // PBKDF2 with the server's count: bounded, cached, off the async threads.
+                        let (salt, iterations) = ScramClient::salt_and_iterations(&data)?;
+                        client.set_credential(self.scram_keys(p, salt, iterations).await?);
+                    }
+                    build::sasl_response(&mut out, &client.server_first(&data)?);
+                }
+                Authentication::SaslFinal(data) => {
+                    let client = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASLFinal before SASL".into()))?;
+                    client.server_final(&data)?;
+                    proof = LoginProof::Scram;
+                    continue;
+                }
+                Authentication::Other(code) => {
+                    return Err(BackendError::AuthUnsupported(format!(
+                        "the database asks for authentication method {code}, which Tollgate does not support; use scram-sha-256, md5 or password in pg_hba.conf"
+                    )))
+                }
             }
-            Authentication::SaslContinue(data) => {
-                let client = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASLContinue before SASL".into()))?;
-                build::sasl_response(&mut out, &client.server_first(&data)?);
-            }
-            Authentication::SaslFinal(data) => {
-                let client = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASLFinal before SASL".into()))?;
-                client.server_final(&data)?;
-                continue;
-            }
-            Authentication::Other(code) => {
-                return Err(BackendError::AuthUnsupported(format!(
-                    "the database asks for authentication method {code}, which Tollgate does not support; use scram-sha-256, md5 or password in pg_hba.conf"
-                )))
-            }
+            conn.write_all(&out).await?;
         }
-        conn.write_all(&out).await?;
     }
+
+    /// The SCRAM keys for `password` with the server's salt and count, from the cache or
+    /// derived now under a PBKDF2 slot.
+    async fn scram_keys(
+        &self,
+        password: &str,
+        salt: Vec<u8>,
+        iterations: u32,
+    ) -> Result<ScramCredential, BackendError> {
+        let key = ScramKeyCache::key(password, &salt, iterations);
+        if let Some(keys) = self.scram_keys.get(&key) {
+            return Ok(keys);
+        }
+        let password = password.to_string();
+        let keys =
+            crate::auth::pbkdf2(move || ScramCredential::derive(&password, &salt, iterations))
+                .await
+                .ok_or_else(|| {
+                    BackendError::Protocol("the SCRAM key derivation did not finish".into())
+                })?;
+        self.scram_keys.put(key, keys.clone());
+        Ok(keys)
+    }
+}
+
+/// A cleartext password request over a connection that is not verify-full TLS: answering
+/// would hand the password or token to whoever sits on the path.
+fn cleartext_refused(user: &str, mode: SslMode) -> BackendError {
+    BackendError::AuthUnsupported(format!(
+        "the database asks for a cleartext password for user {user:?}, but Tollgate's connection \
+         to it is not verified TLS (sslmode={}); Tollgate sends passwords and IAM auth tokens in \
+         the clear only with sslmode=verify-full (and sslrootcert) in upstream, or change \
+         pg_hba.conf to scram-sha-256 for Tollgate's address",
+        mode.as_str()
+    ))
 }
 
 /// backend_iam logs in with tokens, which the database must ask for as a cleartext password.
@@ -412,4 +528,252 @@ fn unsupported(user: &str, method: &str, needs: &str) -> BackendError {
     BackendError::AuthUnsupported(format!(
         "the database asks for {method} authentication for user {user:?}, which needs {needs} in Tollgate's auth file"
     ))
+}
+
+/// A scripted stand-in for a database, for tests of the login: it takes the StartupMessage,
+/// then the test drives it message by message.
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// The server's end of one connection.
+    pub(crate) struct FakeServer {
+        pub(crate) stream: TcpStream,
+    }
+
+    impl FakeServer {
+        /// Writes `msg` (built with `tollgate_wire::build`).
+        pub(crate) async fn send(&mut self, build: impl FnOnce(&mut BytesMut)) {
+            let mut out = BytesMut::new();
+            build(&mut out);
+            self.stream.write_all(&out).await.unwrap();
+        }
+
+        /// Reads one tagged message from Tollgate: (tag, body).
+        pub(crate) async fn recv(&mut self) -> (u8, Vec<u8>) {
+            let tag = self.stream.read_u8().await.unwrap();
+            let len = self.stream.read_i32().await.unwrap();
+            let mut body = vec![0; usize::try_from(len - 4).unwrap()];
+            self.stream.read_exact(&mut body).await.unwrap();
+            (tag, body)
+        }
+
+        /// Everything Tollgate sends until it closes.
+        pub(crate) async fn rest(&mut self) -> Vec<u8> {
+            let mut all = Vec::new();
+            let _ = self.stream.read_to_end(&mut all).await;
+            all
+        }
+    }
+
+    /// A connector for a fake server on a free port (plain TCP: sslmode=disable), and a task
+    /// running `script` on the one connection it accepts.
+    pub(crate) async fn serve<F, Fut>(script: F) -> (Connector, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(FakeServer) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let len = stream.read_i32().await.unwrap();
+            let mut startup = vec![0; usize::try_from(len - 4).unwrap()];
+            stream.read_exact(&mut startup).await.unwrap();
+            script(FakeServer { stream }).await;
+        });
+        let upstream = crate::config::upstream::parse_upstream(&format!(
+            "postgres://127.0.0.1:{port}/?sslmode=disable"
+        ))
+        .unwrap();
+        let connector = Connector::new(upstream, Duration::from_secs(10), None).unwrap();
+        (connector, task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{serve, FakeServer};
+    use super::*;
+    use tollgate_auth::{ScramServer, ScramVerifier};
+    use tollgate_wire::frontend;
+
+    fn password(p: &str) -> Credential {
+        Credential::Password(p.into())
+    }
+
+    /// Runs SCRAM as the server up to (and not including) SASLFinal; returns the
+    /// server-final-message it would send, `None` for a wrong proof.
+    async fn scram_until_final(s: &mut FakeServer, verifier: ScramVerifier) -> Option<Vec<u8>> {
+        s.send(|o| build::auth_sasl(o, &["SCRAM-SHA-256"])).await;
+        let (tag, body) = s.recv().await;
+        assert_eq!(tag, b'p');
+        let (_, first) = frontend::parse_sasl_initial_response(&body).unwrap();
+        let mut server = ScramServer::new(verifier);
+        let server_first = server.client_first(first.unwrap()).unwrap();
+        s.send(|o| build::auth_sasl_continue(o, &server_first))
+            .await;
+        let (_, last) = s.recv().await;
+        server.client_final(&last).ok().map(|ok| ok.server_final)
+    }
+
+    #[tokio::test]
+    async fn a_full_scram_login_proves_scram_and_reuses_the_derived_keys() {
+        let verifier = ScramVerifier::from_password("pw", b"per-role-salt", 4096);
+        let script = |v: ScramVerifier| {
+            move |mut s: FakeServer| async move {
+                match scram_until_final(&mut s, v).await {
+                    Some(fin) => {
+                        s.send(|o| build::auth_sasl_final(o, &fin)).await;
+                        s.send(build::auth_ok).await;
+                    }
+                    None => {
+                        s.send(|o| build::error_response(o, "FATAL", "28P01", "wrong", None, None))
+                            .await
+                    }
+                }
+                s.rest().await;
+            }
+        };
+        let (connector, server) = serve(script(verifier.clone())).await;
+        let proof = connector.check_login("app", "app", &password("pw")).await;
+        assert_eq!(proof.unwrap(), LoginProof::Scram);
+        assert_eq!(crate::sync::lock(&connector.scram_keys.map).len(), 1);
+        server.await.unwrap();
+
+        // The cache is what the next login uses: poisoned with another password's keys, the
+        // login with "pw" fails, which it would not if it derived afresh.
+        let (connector, server) = serve(script(verifier)).await;
+        connector.scram_keys.put(
+            ScramKeyCache::key("pw", b"per-role-salt", 4096),
+            ScramCredential::derive("other", b"per-role-salt", 4096),
+        );
+        assert!(matches!(
+            connector.check_login("app", "app", &password("pw")).await,
+            Err(BackendError::LoginRefused { .. })
+        ));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn authentication_ok_before_sasl_final_is_refused() {
+        let verifier = ScramVerifier::from_password("pw", b"salt", 4096);
+        let (connector, server) = serve(move |mut s| async move {
+            let _ = scram_until_final(&mut s, verifier).await.unwrap();
+            // An impostor that took the proof but cannot sign: straight to AuthenticationOk.
+            s.send(build::auth_ok).await;
+            s.rest().await;
+        })
+        .await;
+        let err = connector
+            .check_login("app", "app", &password("pw"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Protocol(m) if m.contains("before proving with SASLFinal")),
+            "{err}"
+        );
+        server.await.unwrap();
+
+        // And straight after SASLInitialResponse.
+        let (connector, server) = serve(|mut s| async move {
+            s.send(|o| build::auth_sasl(o, &["SCRAM-SHA-256"])).await;
+            let _ = s.recv().await;
+            s.send(build::auth_ok).await;
+            s.rest().await;
+        })
+        .await;
+        assert!(matches!(
+            connector.check_login("app", "app", &password("pw")).await,
+            Err(BackendError::Protocol(_))
+        ));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cleartext_request_below_verify_full_gets_no_password() {
+        let (connector, server) = serve(|mut s| async move {
+            s.send(build::auth_cleartext_password).await;
+            let sent = s.rest().await;
+            // Tollgate may say Terminate, never 'p' with the password.
+            assert!(!sent.windows(6).any(|w| w == b"secret"), "{sent:?}");
+            assert!(!sent.contains(&b'p'), "{sent:?}");
+        })
+        .await;
+        let err = connector
+            .check_login("app", "app", &password("secret"))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, BackendError::AuthUnsupported(_))
+                && msg.contains("sslmode=disable")
+                && msg.contains("sslmode=verify-full"),
+            "{msg}"
+        );
+        assert_eq!(err.sqlstate(), "28000");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn md5_is_answered_over_plain_tcp_and_trust_proves_nothing() {
+        let (connector, server) = serve(|mut s| async move {
+            s.send(|o| build::auth_md5_password(o, *b"salt")).await;
+            let (tag, body) = s.recv().await;
+            assert_eq!(tag, b'p');
+            let expected = md5_response(&md5_stored("pw", "app"), *b"salt");
+            assert_eq!(
+                frontend::parse_password(&body).unwrap(),
+                expected.as_bytes()
+            );
+            s.send(build::auth_ok).await;
+            s.rest().await;
+        })
+        .await;
+        let proof = connector.check_login("app", "app", &password("pw")).await;
+        assert_eq!(proof.unwrap(), LoginProof::Md5);
+        server.await.unwrap();
+
+        let (connector, server) = serve(|mut s| async move {
+            s.send(build::auth_ok).await;
+            s.rest().await;
+        })
+        .await;
+        let proof = connector.check_login("app", "app", &password("pw")).await;
+        assert_eq!(proof.unwrap(), LoginProof::Nothing);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_asking_for_a_huge_iteration_count_is_refused_without_deriving() {
+        let (connector, server) = serve(|mut s| async move {
+            s.send(|o| build::auth_sasl(o, &["SCRAM-SHA-256"])).await;
+            let (_, body) = s.recv().await;
+            let (_, first) = frontend::parse_sasl_initial_response(&body).unwrap();
+            let nonce = std::str::from_utf8(first.unwrap())
+                .unwrap()
+                .strip_prefix("n,,n=,r=")
+                .unwrap()
+                .to_string();
+            let server_first = format!("r={nonce}x,s=c2FsdA==,i=2000000000");
+            s.send(|o| build::auth_sasl_continue(o, server_first.as_bytes()))
+                .await;
+            s.rest().await;
+        })
+        .await;
+        let err = connector
+            .check_login("app", "app", &password("pw"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackendError::Scram(tollgate_auth::ScramError::TooManyIterations { .. })
+            ),
+            "{err}"
+        );
+        assert!(crate::sync::lock(&connector.scram_keys.map).is_empty());
+        server.await.unwrap();
+    }
 }

@@ -8,6 +8,6 @@ pub mod error;
 pub mod iam;
 
 pub use conn::{CancelTarget, ServerConn};
-pub use connect::{Connector, Credential};
+pub use connect::{Connector, Credential, LoginProof};
 pub use error::BackendError;
 pub use iam::IamTokenSource;

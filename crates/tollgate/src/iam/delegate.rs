@@ -14,7 +14,7 @@
 //! run at once (a reload resizes that live); each is bounded by `server_connect_timeout`.
 
 use super::Refusal;
-use crate::backend::{BackendError, Connector, Credential};
+use crate::backend::{BackendError, Connector, Credential, LoginProof};
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
@@ -218,7 +218,11 @@ impl Drop for Waiter<'_> {
 }
 
 /// Logs in to the database as `user` with `token` as the password, up to AuthenticationOk:
-/// what Aurora does with it is the verdict. The connection is closed straight after.
+/// what Aurora does with it is the verdict. The connection is closed straight after. Only an
+/// AuthenticationOk that followed the server's request for the password counts (Aurora asks
+/// for a cleartext password; a stand-in whose role's password is the token may run md5 or
+/// SCRAM, which equally prove the token): one that asked for nothing is refused, and so not
+/// cached, with a message for the operator.
 pub async fn check_with_database(
     connector: &Connector,
     token: &str,
@@ -230,7 +234,21 @@ pub async fn check_with_database(
         .check_login(user, database, &Credential::Password(token.to_string()))
         .await
     {
-        Ok(()) => Ok(()),
+        Ok(LoginProof::Cleartext | LoginProof::Md5 | LoginProof::Scram) => Ok(()),
+        Ok(LoginProof::Nothing) => {
+            let why = format!(
+                "it let Tollgate log in as {user:?} without asking for a password, so any token \
+                 would pass; pg_hba.conf must require password or IAM authentication (not \
+                 trust) for Tollgate's address"
+            );
+            tracing::warn!(user, database = connector.addr(), "{why}");
+            Err(Refusal::CannotCheck(why))
+        }
+        Err(BackendError::AuthUnsupported(why)) => {
+            tracing::warn!(user, database = connector.addr(), error = %why,
+                "could not check a client's IAM auth token with the database");
+            Err(Refusal::CannotCheck(why))
+        }
         Err(BackendError::LoginRefused { fields, .. }) => {
             tracing::info!(user, database = connector.addr(), message = %fields.message,
                 "the database refused a client's IAM auth token");
@@ -257,6 +275,45 @@ mod tests {
             user: "app".into(),
             server_message: "no".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_database_that_never_asks_for_the_password_accepts_no_token_and_nothing_is_cached() {
+        use crate::backend::connect::fake::serve;
+        use tollgate_wire::build;
+        // pg_hba.conf `trust` for Tollgate's address: AuthenticationOk straight away.
+        let (connector, server) = serve(|mut s| async move {
+            s.send(build::auth_ok).await;
+            s.rest().await;
+        })
+        .await;
+        let v = DelegateVerifier::new(10, 2);
+        let verdict = v
+            .verify("zero-signature-token", 1000, 100, || {
+                check_with_database(&connector, "zero-signature-token", "app", "app")
+            })
+            .await;
+        let Err(Refusal::CannotCheck(why)) = &verdict else {
+            panic!("{verdict:?}");
+        };
+        assert!(why.contains("pg_hba.conf"), "{why}");
+        assert_eq!(verdict.unwrap_err().sqlstate(), "28000");
+        assert!(v.is_empty(), "a refusal is never cached");
+        server.await.unwrap();
+
+        // A database that asked (md5 here) and then accepted: the token is good.
+        let (connector, server) = serve(|mut s| async move {
+            s.send(|o| build::auth_md5_password(o, *b"salt")).await;
+            let _ = s.recv().await;
+            s.send(build::auth_ok).await;
+            s.rest().await;
+        })
+        .await;
+        assert_eq!(
+            check_with_database(&connector, "token", "app", "app").await,
+            Ok(())
+        );
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -68,6 +68,11 @@ pub enum Refusal {
         /// The database's message.
         server_message: String,
     },
+    /// delegate: the database's answer cannot tell a good token from a bad one: it let
+    /// Tollgate in without asking for the password (pg_hba.conf `trust` for Tollgate's
+    /// address), or asked for it in a way Tollgate will not answer.
+    #[error("Tollgate cannot check IAM auth tokens with the database: {0}")]
+    CannotCheck(String),
     /// delegate: the database could not be asked (down, timeout, TLS failure).
     #[error("could not check the IAM auth token with the database; try again shortly")]
     DatabaseUnavailable,
@@ -94,7 +99,7 @@ impl Refusal {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Refusal::Token(e) => e.sqlstate(),
-            Refusal::TlsRequired | Refusal::NotAToken => "28000",
+            Refusal::TlsRequired | Refusal::NotAToken | Refusal::CannotCheck(_) => "28000",
             Refusal::DatabaseRefused { .. } | Refusal::TooLong { .. } => "28P01",
             Refusal::DatabaseUnavailable => "08001",
         }
@@ -108,6 +113,7 @@ impl Refusal {
             Refusal::NotAToken => "not_a_token",
             Refusal::DatabaseRefused { .. } => "database_refused",
             Refusal::DatabaseUnavailable => "database_unavailable",
+            Refusal::CannotCheck(_) => "database_cannot_check",
             Refusal::TooLong { .. } => "too_long",
         }
     }

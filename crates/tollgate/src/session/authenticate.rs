@@ -12,7 +12,6 @@ use crate::iam::{looks_like_token, now_unix, Accepted, IamState, Refusal};
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::sync::LazyLock;
-use tokio::sync::Semaphore;
 use tollgate_auth::{verify_md5_response, ScramError, ScramServer, ScramVerifier, Secret};
 use tollgate_wire::{build, frontend, WireError};
 
@@ -163,12 +162,6 @@ async fn iam_token_login(
         .map_err(|refusal| iam_refused(shared, user, refusal))
 }
 
-/// PBKDF2 derivations (cleartext passwords for SCRAM-verifier users) running at once: each
-/// costs milliseconds of a core, and a client asks for one before proving anything, so more
-/// than the machine has cores would only let a flood of logins starve everything else.
-static PBKDF2_SLOTS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
-
 /// `iam_auth = enabled` and a cleartext password: check it against the auth file. The client
 /// proved it knows the password itself, which logs in to the database by any method.
 async fn cleartext_password_login(
@@ -180,9 +173,8 @@ async fn cleartext_password_login(
     let ok = if needs_pbkdf2(secret.as_ref()) {
         // A SCRAM verifier, or an unknown user: an unknown user costs the same derivation
         // (against a throwaway verifier), so timing does not tell which users exist.
-        let _slot = PBKDF2_SLOTS.acquire().await;
         let (user, password, secret) = (user.to_string(), password.clone(), secret.clone());
-        tokio::task::spawn_blocking(move || match &secret {
+        crate::auth::pbkdf2(move || match &secret {
             Some(s) => check_cleartext(s, &user, &password),
             None => {
                 let _ = check_cleartext(&unknown_user_verifier(), &user, &password);
@@ -257,19 +249,29 @@ async fn password_login(
             return Err(fail(user, "user not in the auth file"));
         }
         Plan::Md5 { secret } => {
-            let salt: [u8; 4] = rand::random();
-            let mut out = BytesMut::new();
-            build::auth_md5_password(&mut out, salt);
-            client.send(&out).await?;
-            let msg = expect_password(client).await?;
-            let response = frontend::parse_password(&msg)?;
-            if !verify_md5_response(&secret, user, salt, response) {
+            let (salt, response) = md5_challenge(client).await?;
+            if !verify_md5_response(&secret, user, salt, &response) {
                 return Err(fail(user, "wrong password (md5)"));
             }
             backend_credential(&secret, None)
         }
+        Plan::UnknownMd5 => {
+            // The same messages as a wrong md5 password, and the same failure.
+            md5_challenge(client).await?;
+            return Err(fail(user, "user not in the auth file"));
+        }
     };
     Ok(cred)
+}
+
+/// Sends AuthenticationMD5Password with a fresh salt; returns the salt and the response.
+async fn md5_challenge(client: &mut ClientConn) -> Result<([u8; 4], Vec<u8>), SessionError> {
+    let salt: [u8; 4] = rand::random();
+    let mut out = BytesMut::new();
+    build::auth_md5_password(&mut out, salt);
+    client.send(&out).await?;
+    let msg = expect_password(client).await?;
+    Ok((salt, frontend::parse_password(&msg)?.to_vec()))
 }
 
 fn fail(user: &str, reason: &str) -> SessionError {

@@ -204,7 +204,6 @@ async fn serve(
     let logged_in = |e: SessionError| (e, true);
 
     let cancel_key = shared.cancels.issue();
-    let (pid, secret) = (cancel_key.process_id, cancel_key.secret);
     let mut relay = Relay::new(
         shared,
         client,
@@ -219,6 +218,13 @@ async fn serve(
         let mut first = None;
         if shared.config.pool_mode == PoolMode::Session || pool.baseline().is_none() {
             first = Some(Box::pin(relay.take_from_pool()).await?);
+        }
+        // Session mode: the client keeps this backend, so it is told the backend's own pid
+        // (with a secret of Tollgate's), as pg_backend_pid(), NOTIFY and pg_stat_activity say.
+        if let (PoolMode::Session, Some(conn)) = (shared.config.pool_mode, &first) {
+            if let Some(key) = shared.cancels.issue_with_pid(conn.cancel.process_id) {
+                relay.key = key;
+            }
         }
         let baseline = pool.baseline().unwrap_or_default();
         let mut want = baseline.clone();
@@ -251,7 +257,7 @@ async fn serve(
                 build::parameter_status(&mut out, k, v);
             }
         }
-        build::backend_key_data(&mut out, pid, &secret);
+        build::backend_key_data(&mut out, relay.key.process_id, &relay.key.secret);
         build::ready_for_query(&mut out, TxStatus::Idle);
         relay.client.send(&out).await?;
         // From here on only the settings that are re-applied across backends matter; keeping
