@@ -151,3 +151,51 @@ async fn cancel_with_forged_key_does_nothing_and_gets_no_answer() {
         .expect("an ErrorResponse for the cancelled query");
     assert_eq!(error_fields(err).unwrap().code, "57014");
 }
+
+/// One client cancels its own short queries over and over while another runs short sleeps on
+/// the same (only) backend: a cancel that is looked up while the first client's query runs
+/// must never land on the second client's query after the backend changed hands. (A race, so
+/// the test runs a few thousand chances at it; before cancels in flight held the backend, the
+/// issue's reproduction hit the other client about once in 300 queries.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_cancels_never_reach_another_clients_query_on_the_same_backend() {
+    let env = Env::start(EnvOptions {
+        pool_mode: "transaction",
+        pool_size: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let canceller = env.connect().await.unwrap();
+    let victim = env.connect().await.unwrap();
+    let until = Instant::now() + Duration::from_secs(4);
+    let cancelling = async {
+        let mut cancels = 0u32;
+        while Instant::now() < until {
+            let token = canceller.cancel_token();
+            let cancel = tokio::spawn(async move { token.cancel_query(NoTls).await });
+            match canceller.simple_query("SELECT 1").await {
+                Ok(_) => {}
+                Err(e) => assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}"),
+            }
+            cancel.await.unwrap().unwrap();
+            cancels += 1;
+        }
+        cancels
+    };
+    let sleeping = async {
+        let mut sleeps = 0u32;
+        while Instant::now() < until {
+            if let Err(e) = victim.simple_query("SELECT pg_sleep(0.005)").await {
+                panic!("the other client's query failed after {sleeps} sleeps: {e}");
+            }
+            sleeps += 1;
+        }
+        sleeps
+    };
+    let (cancels, sleeps) = tokio::join!(cancelling, sleeping);
+    assert!(
+        cancels > 50 && sleeps > 50,
+        "{cancels} cancels, {sleeps} sleeps"
+    );
+}

@@ -2,6 +2,12 @@
 //! carrying it is forwarded to whichever backend serves that client at that moment
 //! ("Canceling Requests in Progress"). A wrong key, or a client with no backend, does nothing,
 //! and the requester learns nothing either way (the connection just closes, as PostgreSQL does).
+//!
+//! A cancel on its way to a backend keeps that backend out of the pool until the cancel has been
+//! delivered (the server has signalled the backend), so a cancel meant for one client's query
+//! can never land on the next client's: a signal that reaches a backend idle between queries is
+//! dropped by the server. The client itself is free meanwhile; its next request borrows as
+//! usual (PgBouncer parks such a server the same way).
 
 use crate::backend::CancelTarget;
 use crate::sync::lock;
@@ -13,7 +19,58 @@ use std::sync::{Arc, Mutex};
 /// backend (twice per transaction in transaction mode) never contends with other sessions.
 struct Entry {
     secret: [u8; 4],
-    target: Mutex<Option<CancelTarget>>,
+    target: Mutex<Target>,
+    /// Woken when the last cancel in flight for this client has been delivered.
+    delivered: tokio::sync::Notify,
+}
+
+/// The backend a client holds now, and how many cancels for it are on their way.
+#[derive(Default)]
+struct Target {
+    conn: Option<CancelTarget>,
+    in_flight: u32,
+}
+
+impl Entry {
+    fn new(secret: [u8; 4]) -> Arc<Entry> {
+        Arc::new(Entry {
+            secret,
+            target: Mutex::new(Target::default()),
+            delivered: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+/// A cancel being forwarded; while it lives, its client's backend stays with the client.
+pub struct InFlight {
+    entry: Arc<Entry>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut t = lock(&self.entry.target);
+        t.in_flight = t.in_flight.saturating_sub(1);
+        if t.in_flight == 0 {
+            drop(t);
+            self.entry.delivered.notify_one();
+        }
+    }
+}
+
+/// Waits for the cancels in flight for a released backend (see [`CancelKey::release`]).
+pub struct Delivered(Arc<Entry>);
+
+impl Delivered {
+    /// Resolves once no cancel looked up for this client is still being forwarded.
+    pub async fn wait(&self) {
+        loop {
+            if lock(&self.0.target).in_flight == 0 {
+                return;
+            }
+            // A delivery between the check and here left a permit: no wake-up is lost.
+            self.0.delivered.notified().await;
+        }
+    }
 }
 
 /// Keys Tollgate issued, and the backend each client currently holds.
@@ -43,10 +100,7 @@ impl CancelRegistry {
                 continue;
             }
             let secret: [u8; 4] = rng.random();
-            let entry = Arc::new(Entry {
-                secret,
-                target: Mutex::new(None),
-            });
+            let entry = Entry::new(secret);
             map.insert(pid, entry.clone());
             return CancelKey {
                 registry: self,
@@ -70,10 +124,7 @@ impl CancelRegistry {
             return None;
         }
         let secret: [u8; 4] = rand::rng().random();
-        let entry = Arc::new(Entry {
-            secret,
-            target: Mutex::new(None),
-        });
+        let entry = Entry::new(secret);
         map.insert(pid, entry.clone());
         Some(CancelKey {
             registry: self,
@@ -83,14 +134,18 @@ impl CancelRegistry {
         })
     }
 
-    /// The backend to cancel for this key, if the key is genuine and the client holds one.
-    pub fn lookup(&self, process_id: i32, secret: &[u8]) -> Option<CancelTarget> {
+    /// The backend to cancel for this key, if the key is genuine and the client holds one,
+    /// with the guard that keeps that backend with its client until the cancel is delivered.
+    pub fn lookup(&self, process_id: i32, secret: &[u8]) -> Option<(CancelTarget, InFlight)> {
         let entry = lock(&self.map).get(&process_id)?.clone();
         if !tollgate_auth::ct_eq(&entry.secret, secret) {
             return None;
         }
-        let target = lock(&entry.target).clone();
-        target
+        let mut t = lock(&entry.target);
+        let conn = t.conn.clone()?;
+        t.in_flight += 1;
+        drop(t);
+        Some((conn, InFlight { entry }))
     }
 
     /// Number of live keys (connected clients).
@@ -107,7 +162,16 @@ impl CancelRegistry {
 impl CancelKey<'_> {
     /// Points this client's key at the backend it now holds (or none).
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        *lock(&self.entry.target) = target;
+        lock(&self.entry.target).conn = target;
+    }
+
+    /// Lets go of the backend (the key points nowhere, so no new cancel finds it). `None` when
+    /// it may go back to the pool at once; otherwise a cancel for it is still on its way and
+    /// the backend must wait for [`Delivered::wait`] first.
+    pub fn release(&self) -> Option<Delivered> {
+        let mut t = lock(&self.entry.target);
+        t.conn = None;
+        (t.in_flight > 0).then(|| Delivered(self.entry.clone()))
     }
 }
 
@@ -132,7 +196,7 @@ mod tests {
             secret: Bytes::from_static(b"real"),
         }));
         assert_eq!(
-            reg.lookup(4242, &key.secret).map(|t| t.secret),
+            reg.lookup(4242, &key.secret).map(|t| t.0.secret),
             Some(Bytes::from_static(b"real"))
         );
         // The backend's own secret is not the client's: it finds nothing.
@@ -166,7 +230,7 @@ mod tests {
         }));
         assert_eq!(
             reg.lookup(key.process_id, &key.secret)
-                .map(|t| t.process_id),
+                .map(|t| t.0.process_id),
             Some(42)
         );
         let mut forged = key.secret;
@@ -179,5 +243,28 @@ mod tests {
         drop(key);
         assert!(reg.lookup(pid, &[0; 4]).is_none());
         assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_backend_with_a_cancel_in_flight_is_kept_until_the_cancel_is_delivered() {
+        let reg = CancelRegistry::default();
+        let key = reg.issue();
+        key.set_target(Some(CancelTarget {
+            process_id: 7,
+            secret: Bytes::from_static(b"abcd"),
+        }));
+        let (target, in_flight) = reg.lookup(key.process_id, &key.secret).unwrap();
+        assert_eq!(target.process_id, 7);
+        let delivered = key
+            .release()
+            .expect("a cancel is on its way: the backend must wait for it");
+        let waiter = tokio::spawn(async move { delivered.wait().await });
+        drop(in_flight);
+        waiter.await.unwrap();
+        assert!(key.release().is_none());
+        assert!(
+            reg.lookup(key.process_id, &key.secret).is_none(),
+            "a released key points nowhere"
+        );
     }
 }

@@ -100,6 +100,25 @@ const HIGH_WATER: usize = 64 * 1024;
 /// Backends replaced for one request before its client is told the backend was lost.
 const MAX_RETRIES: u32 = 2;
 
+/// Keeps a free backend out of the pool until the cancels looked up for it have been
+/// delivered (bounded by `wait`; past it the backend is closed), then returns it.
+fn park_until_cancel_delivered(
+    pool: Arc<Pool>,
+    conn: ServerConn,
+    delivered: crate::cancel::Delivered,
+    wait: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        if tokio::time::timeout(wait, delivered.wait()).await.is_ok() {
+            pool.put(conn);
+        } else {
+            let mut conn = conn;
+            conn.broken = true;
+            crate::pool::close(conn);
+        }
+    });
+}
+
 /// What the client's buffered bytes amount to while it holds no backend.
 enum FirstRequest {
     /// Nothing worth a backend yet.
@@ -288,10 +307,19 @@ impl<'a> Relay<'a> {
             && self.to_server.is_empty()
             && !self.server_unflushed;
         if boundary {
+            let cancel_in_flight = self.key.release();
             if let Some(conn) = self.detach() {
                 self.replay = None;
                 self.retries = 0;
-                self.pool.put(conn);
+                match cancel_in_flight {
+                    None => self.pool.put(conn),
+                    Some(delivered) => park_until_cancel_delivered(
+                        self.pool.clone(),
+                        conn,
+                        delivered,
+                        self.shared.pools.connector().timeout(),
+                    ),
+                }
             }
         }
     }
@@ -607,7 +635,17 @@ impl<'a> Relay<'a> {
         if self.pinned.is_some() {
             self.pool.stats.pinned.dec();
         }
-        self.key.set_target(None);
+        // A cancel still on its way must land before the backend can serve anyone else.
+        if let Some(delivered) = self.key.release() {
+            let wait = self.shared.pools.connector().timeout();
+            if tokio::time::timeout(wait, delivered.wait()).await.is_err() {
+                if let Some(mut conn) = self.detach() {
+                    conn.broken = true;
+                    crate::pool::close(conn);
+                }
+                return;
+            }
+        }
         let Some(mut conn) = self.detach() else {
             return;
         };

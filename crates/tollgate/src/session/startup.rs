@@ -224,7 +224,8 @@ async fn startup(
 /// Forwards a genuine cancel to the backend its client holds now; does nothing otherwise.
 async fn handle_cancel(shared: &Shared, process_id: i32, secret: &[u8], peer: SocketAddr) {
     match shared.cancels.lookup(process_id, secret) {
-        Some(target) => {
+        Some((target, _in_flight)) => {
+            // `_in_flight` lives until the cancel is delivered (or its forwarding failed).
             shared.stats.cancels_forwarded.inc();
             tracing::info!(%peer, client_pid = process_id, backend_pid = target.process_id, "forwarding cancel request");
             if let Err(e) = shared.pools.connector().cancel(&target).await {
