@@ -90,6 +90,11 @@ impl ParamSet {
 
     /// Statements that turn a backend holding `have` into one matching `self` for every tracked
     /// setting and every extra startup setting either side carries (`extras`). Empty when equal.
+    ///
+    /// Values go through `pg_catalog.set_config(name, value, false)`, which reads a value as
+    /// the configuration file and startup options do (`search_path=a,b` is two schemas; `SET
+    /// search_path TO 'a,b'` would be one), schema-qualified so no function a client created
+    /// can stand in for it.
     pub fn diff_sql(&self, have: &ParamSet, extras: &[String]) -> Option<String> {
         // Runs on every borrow in transaction mode: no allocation unless there is a difference.
         let mut sql = String::new();
@@ -102,16 +107,14 @@ impl ParamSet {
             .chain(extras.iter().map(String::as_str))
             .chain(std::iter::once("client_encoding"));
         let mut non_ascii = false;
+        let mut sets_encoding = false;
         for key in keys {
             match (self.map.get(key), have.map.get(key)) {
                 (Some((_, w)), Some((_, g))) if w == g => {}
                 (Some((name, w)), _) => {
                     non_ascii |= !w.is_ascii();
-                    sql.push_str(&format!(
-                        "SET {} TO {};",
-                        quote_ident(name),
-                        quote_literal(w)
-                    ));
+                    sets_encoding |= key == "client_encoding";
+                    push_set(&mut sql, name, w);
                 }
                 (None, Some((name, _))) => {
                     sql.push_str(&format!("RESET {};", quote_ident(name)));
@@ -130,18 +133,23 @@ impl ParamSet {
             .is_none_or(|e| e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("unicode"));
         if non_ascii && !backend_utf8 {
             sql.insert_str(0, "SET client_encoding TO 'UTF8';");
-            if !sql.contains("SET \"client_encoding\"") {
+            if !sets_encoding {
                 if let Some((name, w)) = self.map.get("client_encoding") {
-                    sql.push_str(&format!(
-                        "SET {} TO {};",
-                        quote_ident(name),
-                        quote_literal(w)
-                    ));
+                    push_set(&mut sql, name, w);
                 }
             }
         }
         Some(sql)
     }
+}
+
+/// Appends a session-level `set_config` of `name` to `value`.
+fn push_set(sql: &mut String, name: &str, value: &str) {
+    sql.push_str(&format!(
+        "SELECT pg_catalog.set_config({}, {}, false);",
+        quote_literal(name),
+        quote_literal(value)
+    ));
 }
 
 /// Quotes a setting name so any name a client sent cannot break out of the statement.
@@ -248,7 +256,10 @@ mod tests {
         have.set("application_name", "it's");
         have.set("search_path", "x");
         let sql = want.diff_sql(&have, &["search_path".into()]).unwrap();
-        assert_eq!(sql, "SET \"TimeZone\" TO E'UTC';RESET \"search_path\";");
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config(E'TimeZone', E'UTC', false);RESET \"search_path\";"
+        );
         have.set("timezone", "UTC");
         have.remove("search_path");
         assert_eq!(want.diff_sql(&have, &["search_path".into()]), None);
@@ -273,7 +284,9 @@ mod tests {
         let sql = want.diff_sql(&have, &[]).unwrap();
         assert_eq!(
             sql,
-            "SET client_encoding TO 'UTF8';SET \"application_name\" TO E'caf\u{e9}';SET \"client_encoding\" TO E'SJIS';"
+            "SET client_encoding TO 'UTF8';\
+             SELECT pg_catalog.set_config(E'application_name', E'caf\u{e9}', false);\
+             SELECT pg_catalog.set_config(E'client_encoding', E'SJIS', false);"
         );
     }
 
