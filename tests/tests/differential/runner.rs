@@ -376,6 +376,7 @@ impl Script {
             .env("PGCONNECT_TIMEOUT", "30")
             .env("DIFF_TARGET", ep.target.name())
             .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(extra_env.iter().copied())
             .env_remove("PGOPTIONS")
             .stdin(Stdio::null())
