@@ -15,10 +15,12 @@ import datetime
 import decimal
 import hashlib
 import json
+import os
 import sys
 import uuid
 
 import psycopg
+from psycopg import pq
 
 # Every setting PostgreSQL 15 reports with ParameterStatus (GUC_REPORT). A driver keeps the
 # last value of each; a pooler must keep them what the server would have said.
@@ -87,13 +89,23 @@ def error_event(who, step, e):
 class Client:
     """A psycopg connection that writes what it observes to the transcript."""
 
-    def __init__(self, who, autocommit=True, **kwargs):
+    def __init__(self, who, autocommit=True, notify_handler=True, **kwargs):
+        """notify_handler=False leaves notifications to conn.notifies() (see recv_notifies)."""
         self.who = who
         self.params = {}
         self.conn = psycopg.connect(autocommit=autocommit, **kwargs)
         self.conn.add_notice_handler(self._notice)
-        self.conn.add_notify_handler(self._notify)
+        if notify_handler:
+            self.conn.add_notify_handler(self._notify)
         self.check_params("connect")
+
+    def recv_notifies(self, step, count, timeout=10):
+        """Waits for `count` notifications (at most `timeout` s) and emits them, pid left out."""
+        got = 0
+        for n in self.conn.notifies(timeout=timeout, stop_after=count):
+            emit(ev="notify", who=self.who, step=step, channel=n.channel, payload=n.payload)
+            got += 1
+        emit(ev="notifies_received", who=self.who, step=step, count=got)
 
     def _notice(self, diag):
         emit(
@@ -139,15 +151,57 @@ class Client:
         return self.step(step, run)
 
     def close(self):
+        # Silent, so a program that closes its first client earlier when the two cannot be
+        # connected together (DIFF_CLIENTS) prints the same lines otherwise.
         self.conn.close()
-        emit(ev="closed", who=self.who)
 
 
 def cur_result(cur):
-    """Rows of a cursor's current result, or its status line when it has none."""
-    if cur.description is None:
-        return {"status": cur.statusmessage}
-    return {"rows": cur.fetchall()}
+    """Rows (or the status line, when there are none) of each of a cursor's results."""
+    sets = []
+    while True:
+        if cur.description is None:
+            sets.append({"status": cur.statusmessage})
+        else:
+            sets.append({"rows": cur.fetchall()})
+        if not cur.nextset():
+            break
+    return sets[0] if len(sets) == 1 else {"results": sets}
+
+
+def together():
+    """True when the program may keep two clients connected at once; False in session mode
+    with pool_size 1, where it runs them one after the other (runner.rs, Case::two_clients)."""
+    return os.environ.get("DIFF_CLIENTS") == "together"
+
+
+def pq_result(res):
+    """A libpq PGresult (psycopg.pq): status, then the error or the rows as text."""
+    status = pq.ExecStatus(res.status).name
+    out = {"status": status}
+    if res.status == pq.ExecStatus.FATAL_ERROR:
+        out["sqlstate"] = (res.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+        # The message is in the client encoding: kept exact, undecodable bytes escaped.
+        msg = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
+        out["message"] = msg.decode(errors="backslashreplace")
+        if not msg:
+            # No server error: libpq's own (a lost connection, say).
+            out["libpq"] = (res.error_message or b"").decode(errors="backslashreplace").strip()
+    elif res.status == pq.ExecStatus.TUPLES_OK:
+        out["rows"] = [
+            [canon(res.get_value(r, c)) for c in range(res.nfields)] for r in range(res.ntuples)
+        ]
+    elif res.status == pq.ExecStatus.COMMAND_OK:
+        out["command"] = (res.command_status or b"").decode()
+    return out
+
+
+def pq_results(pgconn):
+    """Every remaining PGresult of the current command, until libpq says there are none."""
+    out = []
+    while (res := pgconn.get_result()) is not None:
+        out.append(pq_result(res))
+    return out
 
 
 def main(cases):

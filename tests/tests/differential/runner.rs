@@ -72,6 +72,8 @@ pub struct Endpoint {
     pub user: &'static str,
     /// The user's password.
     pub password: &'static str,
+    /// Whether this run may keep two clients connected at once ([`Case::two_clients`]).
+    pub together: bool,
 }
 
 impl Endpoint {
@@ -219,6 +221,7 @@ impl Targets {
             pool_mode: Some("session".into()),
             pool_size: Some(1),
             connection_borrow_timeout: Some(BORROW_TIMEOUT_S),
+            admin_listen: Some("off".into()),
             ..Default::default()
         };
         let server = Server::bind(Config::validate(raw)?).await?;
@@ -235,7 +238,7 @@ impl Targets {
     }
 
     /// A fresh database owned by the app user, reached through `target`.
-    pub async fn endpoint(&self, target: Target) -> Result<Endpoint> {
+    pub async fn endpoint(&self, target: Target, together: bool) -> Result<Endpoint> {
         let db = format!(
             "diff_{}_{}",
             target.name(),
@@ -268,6 +271,7 @@ impl Targets {
             db,
             user: APP_USER,
             password: APP_PASSWORD,
+            together,
         })
     }
 }
@@ -375,6 +379,14 @@ impl Script {
             .env("PGSSLMODE", "disable")
             .env("PGCONNECT_TIMEOUT", "30")
             .env("DIFF_TARGET", ep.target.name())
+            .env(
+                "DIFF_CLIENTS",
+                if ep.together {
+                    "together"
+                } else {
+                    "one_after_another"
+                },
+            )
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(extra_env.iter().copied())
@@ -400,6 +412,7 @@ impl Script {
         });
         let ending = match tokio::time::timeout(RUN_TIMEOUT, child.wait()).await {
             Ok(status) => match status?.code() {
+                Some(0) => EXIT_OK.to_string(),
                 Some(code) => format!("{{\"ev\":\"exit\",\"status\":{code}}}"),
                 None => "{\"ev\":\"exit\",\"status\":\"killed by a signal\"}".to_string(),
             },
@@ -424,6 +437,11 @@ impl Script {
     }
 }
 
+/// How a script run that exited 0 ends.
+const EXIT_OK: &str = "{\"ev\":\"exit\",\"status\":0}";
+/// How an in-process run that returned `Ok` ends.
+const DONE: &str = "{\"ev\":\"done\"}";
+
 fn timeout_line() -> String {
     format!(
         "{{\"ev\":\"timeout\",\"after_s\":{}}}",
@@ -431,7 +449,8 @@ fn timeout_line() -> String {
     )
 }
 
-/// Rewrites a transcript line for one target: a documented pooling limit, never a bug.
+/// Rewrites a transcript line, direct's and the pool mode's alike, before the two are
+/// compared: for a documented pooling limit of that mode, never to hide a bug.
 pub type Normalise = fn(Target, &str) -> String;
 
 /// One differential comparison: what to run, against which pool modes, with what setup.
@@ -442,8 +461,12 @@ pub struct Case<'a> {
     pub modes: &'a [Target],
     /// Extra environment for scripts.
     pub env: &'a [(&'a str, &'a str)],
-    /// Applied to every target's lines (including direct) before comparing.
+    /// Applied to both sides of each comparison (see [`Normalise`]).
     pub normalise: Option<Normalise>,
+    /// The program uses two clients; see [`Case::two_clients`].
+    pub two_clients: bool,
+    /// The program's first client pins its backend; see [`Case::first_client_pins`].
+    pub first_client_pins: bool,
 }
 
 impl<'a> Case<'a> {
@@ -454,7 +477,29 @@ impl<'a> Case<'a> {
             modes: BOTH_MODES,
             env: &[],
             normalise: None,
+            two_clients: false,
+            first_client_pins: false,
         }
+    }
+
+    /// The program uses two clients and the first pins its backend in transaction mode
+    /// (LISTEN, say): with `pool_size = 1` a second client connected meanwhile would wait for
+    /// it in either mode (a pinned client keeps its backend: documented, not a bug), so the
+    /// program runs them one after the other everywhere (`DIFF_CLIENTS=one_after_another`).
+    pub fn first_client_pins(mut self) -> Case<'a> {
+        self.first_client_pins = true;
+        self
+    }
+
+    /// The program uses two clients. In transaction mode they are connected together and
+    /// interleave their transactions on the one backend; in session mode with `pool_size = 1`
+    /// the second would wait for the first to leave (a session keeps its backend: the mode's
+    /// definition, not a bug), so there the program runs them one after the other, which
+    /// still hands the first client's backend to the second. Each variant is compared with a
+    /// direct run of the same variant (`DIFF_CLIENTS` = `together` / `one_after_another`).
+    pub fn two_clients(mut self) -> Case<'a> {
+        self.two_clients = true;
+        self
     }
 
     /// Only these pool modes.
@@ -509,7 +554,7 @@ impl Targets {
         self.check(&case, |ep| async move {
             let log = Log::default();
             let ending = match tokio::time::timeout(RUN_TIMEOUT, f(ep, log.clone())).await {
-                Ok(Ok(())) => "{\"ev\":\"done\"}".to_string(),
+                Ok(Ok(())) => DONE.to_string(),
                 Ok(Err(e)) => format!(
                     "{{\"ev\":\"client_error\",\"error\":{}}}",
                     json_string(&format!("{e:#}"))
@@ -531,34 +576,88 @@ impl Targets {
         F: Fn(Endpoint) -> Fut,
         Fut: Future<Output = Transcript>,
     {
+        if case.first_client_pins {
+            return self.check_variant(case, case.modes, false, &run).await;
+        }
+        if !case.two_clients {
+            return self.check_variant(case, case.modes, true, &run).await;
+        }
+        let mut result = Ok(());
+        for (mode, together) in [(Target::Transaction, true), (Target::Session, false)] {
+            if case.modes.contains(&mode) {
+                let r = self.check_variant(case, &[mode], together, &run).await;
+                result = match (result, r) {
+                    (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}\n{b:#}")),
+                    (a, b) => a.and(b),
+                };
+            }
+        }
+        result
+    }
+
+    async fn check_variant<F, Fut>(
+        &self,
+        case: &Case<'_>,
+        modes: &[Target],
+        together: bool,
+        run: &F,
+    ) -> Result<()>
+    where
+        F: Fn(Endpoint) -> Fut,
+        Fut: Future<Output = Transcript>,
+    {
         let mut targets = vec![Target::Direct];
-        targets.extend_from_slice(case.modes);
+        targets.extend_from_slice(modes);
         let mut endpoints = Vec::new();
         for t in &targets {
-            endpoints.push(self.endpoint(*t).await?);
+            endpoints.push(self.endpoint(*t, together).await?);
         }
-        let runs = futures_util::future::join_all(endpoints.into_iter().map(&run)).await;
-        let normalised: Vec<Vec<String>> = runs
-            .iter()
-            .zip(&targets)
-            .map(|(r, t)| match case.normalise {
-                Some(f) => r.lines.iter().map(|l| f(*t, l)).collect(),
-                None => r.lines.clone(),
-            })
-            .collect();
+        let runs = futures_util::future::join_all(endpoints.into_iter().map(run)).await;
+        // Each pair (direct, mode) is normalised for that mode, both sides alike.
+        let normalise = |mode: Target, lines: &[String]| -> Vec<String> {
+            match case.normalise {
+                Some(f) => lines.iter().map(|l| f(mode, l)).collect(),
+                None => lines.to_vec(),
+            }
+        };
         // Shown with --nocapture (and with a failure's output): what PostgreSQL itself said.
-        eprintln!("--- {}: direct PostgreSQL's transcript", case.name);
-        for l in &normalised[0] {
+        let variant = if case.two_clients || case.first_client_pins {
+            if together {
+                " (two clients together)"
+            } else {
+                " (two clients one after another)"
+            }
+        } else {
+            ""
+        };
+        eprintln!("--- {}{variant}: direct PostgreSQL's transcript", case.name);
+        for l in &runs[0].lines {
             eprintln!("  {}", l.chars().take(SHOW_CHARS).collect::<String>());
+        }
+        // A reference run that crashed or hung proves nothing: the program itself is wrong.
+        let clean = [EXIT_OK, DONE];
+        if !runs[0]
+            .lines
+            .last()
+            .is_some_and(|l| clean.contains(&l.as_str()))
+        {
+            bail!(
+                "{}{variant}: the direct run (the reference) did not end cleanly: {}\n{}",
+                case.name,
+                runs[0].lines.last().map_or("", |l| l.as_str()),
+                tail(&runs[0].stderr, 30)
+            );
         }
         let mut report = String::new();
         for i in 1..targets.len() {
-            if normalised[i] != normalised[0] {
+            let direct = normalise(targets[i], &runs[0].lines);
+            let pooled = normalise(targets[i], &runs[i].lines);
+            if pooled != direct {
                 report.push_str(&format!(
-                    "\n=== {}: {} differs from direct PostgreSQL (- direct, + through Tollgate) ===\n{}",
+                    "\n=== {}{variant}: {} differs from direct PostgreSQL (- direct, + through Tollgate) ===\n{}",
                     case.name,
                     targets[i].name(),
-                    diff(&normalised[0], &normalised[i])
+                    diff(&direct, &pooled)
                 ));
                 for (label, r) in [("direct", &runs[0]), (targets[i].name(), &runs[i])] {
                     if !r.stderr.trim().is_empty() {
@@ -572,10 +671,10 @@ impl Targets {
         }
         if report.is_empty() {
             eprintln!(
-                "{}: {} lines, identical direct and in {}",
+                "{}{variant}: {} lines, identical direct and in {}",
                 case.name,
-                normalised[0].len(),
-                case.modes
+                runs[0].lines.len(),
+                modes
                     .iter()
                     .map(|t| t.name())
                     .collect::<Vec<_>>()
