@@ -10,7 +10,11 @@
 
 mod runner;
 
+mod asyncpg_cases;
+mod node_cases;
 mod psycopg_cases;
+mod raw_cases;
+mod tokio_cases;
 
 use runner::Targets;
 
