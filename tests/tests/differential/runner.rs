@@ -716,12 +716,12 @@ pub fn diff(a: &[String], b: &[String]) -> String {
             ops.push((' ', &a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', &b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             ops.push(('-', &a[i]));
             i += 1;
+        } else {
+            ops.push(('+', &b[j]));
+            j += 1;
         }
     }
     let near_change = |k: usize| {
