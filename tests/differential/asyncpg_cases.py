@@ -72,13 +72,16 @@ async def client_work(c, who, n):
 
 async def named_statements_two_clients():
     a = await connect("a")
-    sa = await a.prepare("SELECT $1::int + 1 AS v")
     if together():
+        # Both connected first: asyncpg's prepare() is Parse/Describe/Flush with no Sync, so
+        # (as on PostgreSQL, where that leaves an implicit transaction open) the client keeps
+        # its backend until its next Sync; with pool_size 1 the other client waits till then.
         b = await connect("b")
+        sa = await a.prepare("SELECT $1::int + 1 AS v")
+        await step("a", "a's statement", sa.fetch(41))
         # The same cached name (__asyncpg_stmt_1__ etc.) on both connections, different text.
         sb = await b.prepare("SELECT $1::text || ' from b' AS v")
         await step("b", "b's statement", sb.fetch("x"))
-        await step("a", "a's statement", sa.fetch(41))
         for i in range(3):
             await client_work(a, "a", i + 2)
             await client_work(b, "b", i + 10)
@@ -87,6 +90,7 @@ async def named_statements_two_clients():
         await b.close()
         await a.close()
     else:
+        sa = await a.prepare("SELECT $1::int + 1 AS v")
         await step("a", "a's statement", sa.fetch(41))
         for i in range(3):
             await client_work(a, "a", i + 2)

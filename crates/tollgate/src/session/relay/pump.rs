@@ -341,7 +341,13 @@ impl Relay<'_> {
                         {
                             Ok(status) => {
                                 server.tx_status = status;
+                                let batch = self.flow.current_batch();
                                 self.flow.received(tag);
+                                // Parse/Close the server skipped after an error (sent before
+                                // this batch's Sync) never happened: undo what was booked.
+                                for name in server.statements.on_error(batch) {
+                                    self.statements.forget(&name);
+                                }
                                 // Resets the server did not confirm did not happen.
                                 self.pending_resets.clear();
                                 let stats = &self.pool.stats;
