@@ -240,6 +240,7 @@ async fn serve(
         }
         relay.want = want;
         relay.extras = extras;
+        relay.startup = startup_settings.clone();
         if let Some(conn) = first {
             Box::pin(relay.attach(conn)).await?;
         } else if relay.want.diff_sql(&baseline, &relay.extras).is_some() {

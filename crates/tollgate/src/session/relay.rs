@@ -76,6 +76,14 @@ pub struct Relay<'a> {
     retries: u32,
     /// The backend failed before answering and the request is to be sent again (why).
     retry_due: Option<String>,
+    /// The client's own startup settings (packet parameters and `options`): what RESET puts
+    /// back on PostgreSQL.
+    pub(super) startup: Vec<(String, String)>,
+    /// Startup settings (lower-case names) a confirmed RESET returned to the server default,
+    /// to be set again before the batch's ReadyForQuery reaches the client.
+    restore_due: Vec<String>,
+    /// The proxy's restore query is running: its answers are not the client's.
+    restoring: bool,
     /// RESET / DISCARD ALL / DEALLOCATE ALL sent and not yet confirmed by the server.
     pending_resets: Vec<crate::pin::Reset>,
     /// This client's entry in the registry (SHOW CLIENTS, KILL).
@@ -172,6 +180,9 @@ impl<'a> Relay<'a> {
             retries: 0,
             retry_due: None,
             pending_resets: Vec::new(),
+            startup: Vec::new(),
+            restore_due: Vec::new(),
+            restoring: false,
             info,
             in_transaction: false,
             request_started: None,

@@ -257,8 +257,62 @@ impl Relay<'_> {
             }
         }
         if !confirmed.is_empty() {
+            self.note_restores(&confirmed);
             self.apply_resets(confirmed);
         }
+    }
+
+    /// The client's own startup settings a confirmed reset put back to the server's defaults:
+    /// on PostgreSQL, RESET returns a setting to the value the session started with, which for
+    /// a pooled backend is not the client's. They are set again before the client sees the
+    /// ReadyForQuery (see [`Self::inject_restore`]).
+    fn note_restores(&mut self, confirmed: &[Reset]) {
+        for reset in confirmed {
+            for (name, _) in &self.startup {
+                let hit = match reset {
+                    Reset::All => true,
+                    Reset::Setting(n) => n.eq_ignore_ascii_case(name),
+                    Reset::Statements => false,
+                };
+                let lower = name.to_ascii_lowercase();
+                if hit && !self.restore_due.contains(&lower) {
+                    self.restore_due.push(lower);
+                }
+            }
+        }
+    }
+
+    /// Sends the backend the `set_config` calls that put the client's startup values back, as
+    /// a Query of the proxy's own whose answers the client does not see (but for the settings
+    /// it reports that differ from what the client last saw, and its ReadyForQuery, which
+    /// stands in for the one of the client's batch).
+    fn inject_restore(&mut self) {
+        let mut sql = String::new();
+        for name in std::mem::take(&mut self.restore_due) {
+            if let Some((n, v)) = self
+                .startup
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            {
+                sql.push_str(&format!(
+                    "SELECT pg_catalog.set_config({}, {}, false);",
+                    crate::params::quote_literal(n),
+                    crate::params::quote_literal(v)
+                ));
+            }
+        }
+        if sql.is_empty() {
+            return;
+        }
+        let mut out = bytes::BytesMut::new();
+        tollgate_wire::build::query(&mut out, &sql);
+        self.to_server.extend_from_slice(&out);
+        self.flow.sent(frontend::tag::QUERY);
+        if let Some(server) = self.server.as_mut() {
+            // A simple Query destroys the unnamed statement, on the server and so for us.
+            self.statements.on_query(&mut server.statements);
+        }
+        self.restoring = true;
     }
 
     /// A client's RESET / DISCARD ALL leaves untracked settings on this backend in a state the
@@ -330,12 +384,16 @@ impl Relay<'_> {
                         self.flow.received(t);
                     }
                     let bytes = server.rbuf.split_to(n);
-                    self.to_client.extend_from_slice(&bytes);
+                    // The answers to the proxy's own restore query are not the client's.
+                    if !self.restoring {
+                        self.to_client.extend_from_slice(&bytes);
+                    }
                 }
                 Chunk::Whole { tag, len } => {
                     let msg = server.rbuf.split_to(len);
                     let body = msg.get(HEADER_LEN..).unwrap_or(&[]);
                     let mut forward = true;
+                    let mut restore = false;
                     match tag {
                         backend::tag::READY_FOR_QUERY => match backend::parse_ready_for_query(body)
                         {
@@ -343,6 +401,7 @@ impl Relay<'_> {
                                 server.tx_status = status;
                                 let batch = self.flow.current_batch();
                                 self.flow.received(tag);
+                                self.restoring = false;
                                 // Parse/Close the server skipped after an error (sent before
                                 // this batch's Sync) never happened: undo what was booked.
                                 for name in server.statements.on_error(batch) {
@@ -368,6 +427,16 @@ impl Relay<'_> {
                                 if status == TxStatus::Idle {
                                     stats.transactions.inc();
                                 }
+                                if !self.restore_due.is_empty() {
+                                    if status == TxStatus::Failed {
+                                        // The transaction's RESETs roll back with it.
+                                        self.restore_due.clear();
+                                    } else {
+                                        // This ReadyForQuery waits for the restore's.
+                                        forward = false;
+                                        restore = true;
+                                    }
+                                }
                                 if !self.flow.waiting() {
                                     answered = true;
                                     if let Some(sent) = self.sent_at.take() {
@@ -380,13 +449,28 @@ impl Relay<'_> {
                         backend::tag::PARAMETER_STATUS => {
                             if let Ok((k, v)) = backend::parse_parameter_status(body) {
                                 server.params.set(k, v);
-                                // The client's view of what follows it across backends.
-                                if crate::params::is_tracked(k)
+                                let to_restore =
+                                    self.restore_due.iter().any(|n| n.eq_ignore_ascii_case(k));
+                                if to_restore {
+                                    // The server's default, about to be replaced by the
+                                    // client's startup value: not what the client should see.
+                                    forward = false;
+                                } else if self.restoring && self.want.get(k) == Some(v) {
+                                    // Back to what the client last saw: PostgreSQL would
+                                    // report nothing.
+                                    forward = false;
+                                } else if crate::params::is_tracked(k)
                                     || self.extras.iter().any(|e| e.eq_ignore_ascii_case(k))
                                 {
+                                    // The client's view of what follows it across backends.
                                     self.want.set(k, v);
                                 }
                             }
+                        }
+                        backend::tag::ERROR_RESPONSE if self.restoring => {
+                            self.flow.received(tag);
+                            forward = false;
+                            tracing::warn!(peer = %self.client.peer, "could not restore a startup setting after the client's RESET");
                         }
                         backend::tag::ERROR_RESPONSE => {
                             for name in server.statements.on_error(self.flow.current_batch()) {
@@ -416,14 +500,19 @@ impl Relay<'_> {
                         }
                         backend::tag::COMMAND_COMPLETE => {
                             self.flow.received(tag);
-                            self.to_client.extend_from_slice(&msg);
-                            self.confirm_reset(body);
+                            if !self.restoring {
+                                self.to_client.extend_from_slice(&msg);
+                                self.confirm_reset(body);
+                            }
                             continue;
                         }
                         _ => self.flow.received(tag),
                     }
                     if forward {
                         self.to_client.extend_from_slice(&msg);
+                    }
+                    if restore {
+                        self.inject_restore();
                     }
                     if self.server_fatal {
                         break;
