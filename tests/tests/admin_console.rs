@@ -756,3 +756,42 @@ async fn reload_puts_a_renewed_client_certificate_in_force() -> Result<()> {
     assert_eq!(scalar(&still.client, "SELECT 1").await?, "1");
     Ok(())
 }
+
+/// Reloading max_prepared_statements to 0 leaves the named statements sessions already hold
+/// working (they keep following their clients across backends); only new ones pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_max_prepared_statements_to_zero_keeps_live_statements_working() -> Result<()> {
+    let env = start(EnvOptions {
+        config_file: true,
+        pool_size: 2,
+        ..Default::default()
+    })
+    .await?;
+    let a = env.connect().await?;
+    let b = env.connect().await?;
+    let held = a.prepare("SELECT $1::int * 2").await?;
+    assert_eq!(a.query_one(&held, &[&21i32]).await?.get::<_, i32>(0), 42);
+
+    env.edit_config(|c| c.max_prepared_statements = Some(0))?;
+    let admin = console(&env).await?;
+    show(&admin, "RELOAD").await?;
+
+    // b keeps the other backend busy in a transaction now and then, so a lands on both.
+    for i in 0..6 {
+        let tx = b.batch_execute("BEGIN; SELECT 1");
+        tx.await?;
+        assert_eq!(a.query_one(&held, &[&i]).await?.get::<_, i32>(0), i * 2);
+        b.batch_execute("COMMIT").await?;
+        assert_eq!(a.query_one(&held, &[&i]).await?.get::<_, i32>(0), i * 2);
+    }
+    // A new named statement now pins instead, and works.
+    let fresh = a.prepare("SELECT $1::int + 1").await?;
+    assert_eq!(a.query_one(&fresh, &[&1i32]).await?.get::<_, i32>(0), 2);
+    assert_eq!(
+        env.shared
+            .stats
+            .pins_for(tollgate::pin::PinReason::NamedStatement),
+        1
+    );
+    Ok(())
+}
