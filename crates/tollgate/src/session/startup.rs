@@ -9,7 +9,7 @@
 
 use super::client::ClientConn;
 use super::error::SessionError;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stream::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
