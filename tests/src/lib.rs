@@ -18,7 +18,7 @@ use std::process::Output;
 use std::sync::Arc;
 use tempfile::TempDir;
 use tollgate::config::{Config, ConfigSource, RawConfig};
-use tollgate::server::Shared;
+use tollgate::shared::Shared;
 use tollgate::{Server, ShutdownHandle};
 use tollgate_localpg::{certs, find_bin, Cluster, ClusterOptions};
 

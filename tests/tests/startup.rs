@@ -152,6 +152,18 @@ async fn unsupported_protocol_versions_and_a_second_ssl_request_get_fatal_0a000(
         vec![
             ("protocol 4.0", packet(4 << 16, b"user\0app\0\0"), false),
             ("protocol 1234.0", packet(1234 << 16, &[]), false),
+            // The largest packet PostgreSQL reads: 10000 bytes after the length word, so
+            // 10004 in all. Read whole, then refused for its version, not its length.
+            (
+                "protocol 4.0 of 10004 bytes",
+                packet(4 << 16, &[0; 10_004 - 8]),
+                false,
+            ),
+            (
+                "protocol 4.0 of 10001 bytes",
+                packet(4 << 16, &[0; 10_001 - 8]),
+                false,
+            ),
         ],
         || Answer::Fatal {
             prefix: vec![],

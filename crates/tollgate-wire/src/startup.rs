@@ -7,8 +7,14 @@ use bytes::{Bytes, BytesMut};
 use crate::reader::Reader;
 use crate::WireError;
 
-/// Largest start-up packet accepted; PostgreSQL itself caps these at 10000 bytes.
-pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Largest start-up packet body, not counting the length word: PostgreSQL's
+/// `MAX_STARTUP_PACKET_LENGTH` (postmaster's `ProcessStartupPacket` takes 4 off the length
+/// word, then refuses a result above this).
+pub const MAX_STARTUP_BODY_LEN: usize = 10_000;
+
+/// Largest whole start-up packet accepted, length word included, so that exactly the packets
+/// PostgreSQL takes are taken here (10004 bytes is the largest it reads).
+pub const MAX_STARTUP_LEN: usize = MAX_STARTUP_BODY_LEN + 4;
 
 /// Smallest valid packet: the length and the code.
 const MIN_STARTUP_LEN: usize = 8;
@@ -238,6 +244,7 @@ mod tests {
         build::startup_message(&mut buf, &[("user", &value)]);
         assert_eq!(buf.len(), MAX_STARTUP_LEN);
         assert!(matches!(read_startup(&mut buf), Ok(Some(_))));
+        assert!(buf.is_empty());
 
         let mut over = ((MAX_STARTUP_LEN + 1) as i32).to_be_bytes().to_vec();
         over.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
@@ -246,6 +253,35 @@ mod tests {
             Err(WireError::TooLarge {
                 len: MAX_STARTUP_LEN + 1,
                 limit: MAX_STARTUP_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn limit_counts_the_body_after_the_length_word_as_postgresql_does() {
+        // postmaster: `len -= 4; if (len > MAX_STARTUP_PACKET_LENGTH) refuse`, so a packet of
+        // 10004 bytes in all is the largest one PostgreSQL reads.
+        assert_eq!(MAX_STARTUP_LEN, 10_004);
+        for total in [10_001usize, 10_004] {
+            let body = vec![0u8; total - 8];
+            let mut buf = BytesMut::from(&packet(4 << 16, &body)[..]);
+            assert_eq!(buf.len(), total);
+            assert_eq!(
+                read_startup(&mut buf),
+                Ok(Some(StartupPacket::Startup {
+                    major: 4,
+                    minor: 0,
+                    params: vec![]
+                })),
+                "{total} bytes"
+            );
+        }
+        let over = packet(4 << 16, &[0u8; 10_005 - 8]);
+        assert_eq!(
+            read_all(&over),
+            Err(WireError::TooLarge {
+                len: 10_005,
+                limit: 10_004
             })
         );
     }

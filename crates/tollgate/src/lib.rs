@@ -3,7 +3,8 @@
 //! A connection's path through this crate: [`server`] accepts → [`session::startup`] (TLS,
 //! cancel) → [`session::authenticate`] (policy in [`auth`], IAM tokens in [`iam`]) → [`pool`] lends a
 //! [`backend::ServerConn`] → [`session::relay`] moves messages (consulting [`pin`] and
-//! [`params`]) → back to the pool. See ARCHITECTURE.md.
+//! [`params`]) → back to the pool. The state they all share is [`shared::Shared`], in a
+//! module below `server`, `session` and `admin`. See ARCHITECTURE.md.
 
 pub mod admin;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod pool;
 pub mod quickstart;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod status;
 
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! The listener: binds, accepts, bounds the number of clients, starts one session task per
-//! connection, and drains on shutdown. Everything a session needs is in [`Shared`].
+//! connection, and drains on shutdown. Everything a session needs is in
+//! [`Shared`](crate::shared::Shared).
 
 use crate::auth::Authenticator;
 use crate::backend::Connector;
@@ -7,6 +8,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics::Stats;
 use crate::pool::{PoolSettings, Pools};
+use crate::shared::{shutdown_started, Shared};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,43 +16,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-
-/// State every session shares.
-pub struct Shared {
-    /// The configuration as started. Settings a reload cannot change (listen, upstream,
-    /// pool_mode, TLS files, ...) are read here; the others through [`Shared::live`].
-    pub config: Config,
-    /// The configuration in force: `config` plus what reloads have applied since.
-    pub live: std::sync::RwLock<Arc<Config>>,
-    /// Where the configuration came from and one-reload-at-a-time (SIGHUP, RELOAD).
-    pub reload: crate::admin::reload::ReloadState,
-    /// Backend pools.
-    pub pools: Pools,
-    /// Client authentication.
-    pub auth: Authenticator,
-    /// Client IAM auth (iam_*): the verifier in force and the delegate verdict cache.
-    pub iam: crate::iam::ClientIam,
-    /// Tollgate's own IAM auth tokens for its database logins, when backend_iam is on.
-    pub backend_iam: Option<Arc<crate::backend::IamTokenSource>>,
-    /// Cancel keys.
-    pub cancels: CancelRegistry,
-    /// Logged-in clients (SHOW CLIENTS, KILL).
-    pub clients: crate::clients::ClientRegistry,
-    /// Client-side TLS, if configured.
-    pub tls: Option<crate::tls::server::ClientTls>,
-    /// Counters.
-    pub stats: Stats,
-    /// Becomes true when shutdown starts.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// The configuration in force (reloadable settings are read here, once per use: per
-    /// session, per borrow, never per message).
-    pub fn live(&self) -> Arc<Config> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +179,7 @@ impl Server {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => shared.pools.maintain(),
-                        _ = crate::server::shutdown_started(&mut shutdown) => break,
+                        _ = shutdown_started(&mut shutdown) => break,
                     }
                 }
             })
@@ -229,7 +194,7 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
-                _ = crate::server::shutdown_started(&mut shutdown) => break,
+                _ = shutdown_started(&mut shutdown) => break,
             };
             let (tcp, peer) = match accepted {
                 Ok(x) => x,
@@ -321,9 +286,4 @@ async fn refuse(mut tcp: TcpStream, max: usize) {
     let msg = format!("too many client connections to Tollgate (max_client_conn = {max}); raise max_client_conn or close idle clients");
     tollgate_wire::build::error_response(&mut out, "FATAL", "53300", &msg, None, None);
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&out)).await;
-}
-
-/// Resolves once shutdown has started (or the sender is gone).
-pub async fn shutdown_started(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }

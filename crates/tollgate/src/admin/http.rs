@@ -6,7 +6,7 @@
 
 use crate::admin::prometheus;
 use crate::metrics::MetricsSnapshot;
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,12 +8,11 @@
 //! [`plan`] is the pure part (what changed, what applies, what is refused); [`reload`] reads
 //! the files and applies the plan.
 
-use crate::config::{Config, ConfigError, ConfigSource};
+use crate::config::{Config, ConfigError};
 use crate::pool::PoolSettings;
-use crate::server::Shared;
-use crate::sync::lock;
+use crate::shared::Shared;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 /// Settings a running Tollgate cannot change, with the reason given when a reload meets a new
 /// value. Everything else applies live.
@@ -126,25 +125,6 @@ pub enum ReloadError {
     LogLevel(String),
 }
 
-/// Where the configuration came from, and a lock so reloads (SIGHUP, RELOAD) run one at a time.
-#[derive(Default)]
-pub struct ReloadState {
-    source: OnceLock<ConfigSource>,
-    running: Mutex<()>,
-}
-
-impl ReloadState {
-    /// Records where the configuration came from (once, at start).
-    pub fn set_source(&self, source: ConfigSource) {
-        let _ = self.source.set(source);
-    }
-
-    /// Where the configuration came from, if recorded.
-    pub fn source(&self) -> Option<&ConfigSource> {
-        self.source.get()
-    }
-}
-
 /// Decides a reload without doing it: the configuration to put in force (`new`, with the
 /// restart-only settings kept at their `old` values) and every setting that differs.
 pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
@@ -222,7 +202,7 @@ impl From<&Config> for PoolSettings {
 /// outcome. `trigger` names what asked ("SIGHUP", "RELOAD by ops") for the log. All-or-nothing:
 /// if the config or the auth file does not load, nothing changes.
 pub fn reload(shared: &Shared, trigger: &str) -> Result<ReloadReport, ReloadError> {
-    let _one_at_a_time = lock(&shared.reload.running);
+    let _one_at_a_time = shared.reload.one_at_a_time();
     let result = reload_locked(shared);
     match &result {
         Ok(report) => log_report(report, trigger),
@@ -323,7 +303,7 @@ pub fn spawn_on_sighup(shared: Arc<Shared>) -> std::io::Result<tokio::task::Join
                     // Errors are logged by reload; the old configuration stays in force.
                     let _ = reload(&shared, "SIGHUP");
                 }
-                _ = crate::server::shutdown_started(&mut shutdown) => return,
+                _ = crate::shared::shutdown_started(&mut shutdown) => return,
             }
         }
     }))
@@ -332,7 +312,7 @@ pub fn spawn_on_sighup(shared: Arc<Shared>) -> std::io::Result<tokio::task::Join
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawConfig;
+    use crate::config::{ConfigSource, RawConfig};
 
     fn base() -> RawConfig {
         RawConfig {

@@ -9,7 +9,7 @@ use crate::auth::{backend_credential, check_cleartext, stored_credential, Plan};
 use crate::backend::Credential;
 use crate::config::IamMode;
 use crate::iam::{looks_like_token, now_unix, Accepted, IamState, Refusal};
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use std::sync::LazyLock;
 use tollgate_auth::{verify_md5_response, ScramError, ScramServer, ScramVerifier, Secret};

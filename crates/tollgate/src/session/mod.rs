@@ -13,7 +13,7 @@ pub mod startup;
 use crate::config::PoolMode;
 use crate::params::{is_tracked, parse_options, valid_name, ParamSet};
 use crate::pool::PoolKey;
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use client::ClientConn;
 use error::SessionError;

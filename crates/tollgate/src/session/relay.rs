@@ -18,7 +18,7 @@ use crate::params::ParamSet;
 use crate::pin::PinReason;
 use crate::pool::Pool;
 use crate::pool::PoolError;
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
@@ -202,7 +202,7 @@ impl<'a> Relay<'a> {
         self.info.set_state(ClientState::Waiting);
         let conn = tokio::select! {
             r = self.pool.get() => r.map_err(SessionError::from),
-            _ = crate::server::shutdown_started(&mut shutdown) => Err(PoolError::ShuttingDown.into()),
+            _ = crate::shared::shutdown_started(&mut shutdown) => Err(PoolError::ShuttingDown.into()),
             _ = self.info.killed() => Err(SessionError::Killed),
         };
         self.info.set_state(ClientState::Idle);
@@ -340,7 +340,7 @@ impl<'a> Relay<'a> {
         let mut shutdown = self.shared.shutdown.clone();
         let info = self.info.clone();
         // These futures live across loop turns: each registers its waker once, not per message.
-        let shutdown_started = crate::server::shutdown_started(&mut shutdown);
+        let shutdown_started = crate::shared::shutdown_started(&mut shutdown);
         let killed = info.killed();
         let idle = tokio::time::sleep(self.live.idle_client_timeout);
         tokio::pin!(shutdown_started, killed, idle);

@@ -9,7 +9,7 @@
 
 use super::client::ClientConn;
 use super::error::SessionError;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stream::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -105,7 +105,8 @@ enum Unreadable {
 }
 
 /// The next start-up packet. Dropped without a reply, as the server drops them: an impossible
-/// length (below 8 or above 10000; node-postgres sends a Terminate, `X\0\0\0\x04`, when a
+/// length (below 8, or above 10004: PostgreSQL's 10000-byte limit counts what follows the
+/// length word; node-postgres sends a Terminate, `X\0\0\0\x04`, when a
 /// connection is closed before it started) and a malformed CancelRequest. A malformed
 /// StartupMessage is refused with 08P01, as the server does; end of stream, even inside a
 /// packet, sends nothing either way.

@@ -4,7 +4,7 @@
 
 use super::result::Reply;
 use super::CommandError;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs the command.
 pub fn run(shared: &Shared, id: &str) -> Result<Reply, CommandError> {

@@ -14,10 +14,10 @@ pub mod show_servers;
 pub mod show_stats;
 pub mod show_targets;
 
-use crate::server::Shared;
 use crate::session::client::ClientConn;
 use crate::session::error::SessionError;
 use crate::session::relay::End;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use result::Reply;
 use tollgate_wire::{build, frontend, TxStatus};

@@ -6,7 +6,7 @@
 
 use super::result::Reply;
 use super::CommandError;
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::time::Duration;
 
 /// How often PAUSE looks at the pools' counts (they have no event to await).

@@ -5,7 +5,7 @@
 use super::result::{Reply, ResultSet};
 use super::CommandError;
 use crate::admin::reload::reload;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs the command.
 pub fn run(shared: &Shared) -> Result<Reply, CommandError> {

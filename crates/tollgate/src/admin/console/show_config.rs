@@ -4,7 +4,7 @@
 use super::format::yes_no;
 use super::result::{Reply, ResultSet};
 use crate::admin::reload::reloadable;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs the command.
 pub fn run(shared: &Shared) -> Reply {

@@ -3,7 +3,7 @@
 
 use super::format::yes_no;
 use super::result::{Reply, ResultSet};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs the command.
 pub fn run(shared: &Shared) -> Reply {

@@ -5,7 +5,7 @@
 
 use super::format::since;
 use super::result::{Reply, ResultSet};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs the command.
 pub fn run(shared: &Shared) -> Reply {

@@ -4,7 +4,7 @@
 
 use super::format::ms;
 use super::result::{Reply, ResultSet};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Runs the command.
 pub fn run(shared: &Shared) -> Reply {
