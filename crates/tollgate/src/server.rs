@@ -77,10 +77,6 @@ impl Server {
                 let source =
                     Arc::new(crate::backend::IamTokenSource::from_default_chain(region).await?);
                 tokio::spawn(announce_backend_iam(source.clone()));
-                if config.upstream.sslmode != crate::config::SslMode::VerifyFull {
-                    tracing::warn!(sslmode = config.upstream.sslmode.as_str(),
-                        "backend_iam sends Tollgate's IAM auth tokens to the database: use sslmode=verify-full in upstream so nobody in between can take them");
-                }
                 Some(source)
             }
             None => None,
@@ -260,12 +256,7 @@ fn log_iam(config: &Config, iam: &crate::iam::ClientIam) {
         "IAM authentication is on"
     );
     if state.allow_plaintext {
-        tracing::warn!("iam_allow_plaintext is on: IAM auth tokens are accepted over plain TCP and may be sent upstream without TLS; this setting is for tests only");
-    }
-    let sends_tokens_upstream = config.iam.verifier == crate::config::IamVerifierKind::Delegate;
-    if sends_tokens_upstream && config.upstream.sslmode != crate::config::SslMode::VerifyFull {
-        tracing::warn!(sslmode = config.upstream.sslmode.as_str(),
-            "iam_verifier = delegate sends clients' IAM auth tokens to the database: use sslmode=verify-full in upstream so nobody in between can take them");
+        tracing::warn!("iam_allow_plaintext is on: IAM auth tokens are accepted from clients over plain TCP; this setting is for tests only");
     }
 }
 

@@ -372,7 +372,7 @@ mod tests {
         let old = config(RawConfig::default());
         let new = Config::validate(RawConfig {
             listen: Some("0.0.0.0:1".into()),
-            upstream: Some("postgres://db:1/x?sslmode=require".into()),
+            upstream: Some("postgres://db:1/x?sslmode=verify-full&sslrootcert=ca.pem".into()),
             auth_file: Some("other.txt".into()),
             pool_mode: Some("session".into()),
             pool_size: Some(3),

@@ -96,14 +96,15 @@ pub struct IamConfig {
 /// its 900 s, so the bound keeps a stolen token's life short; NTP keeps real skew to seconds.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
-/// Whether `mode` keeps IAM auth tokens sent upstream (backend_iam's own, delegate's clients')
-/// off plain TCP: `prefer` falls back to plain TCP when the server declines TLS.
-fn upstream_tls_always(mode: SslMode) -> bool {
-    matches!(
-        mode,
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-    )
-}
+/// What to set so IAM auth tokens may go upstream (backend_iam's own, delegate's clients'):
+/// both are cleartext passwords to the database, and `backend/connect.rs` answers a cleartext
+/// password request only over TLS that verified the server's name, so below `verify-full`
+/// every such login would fail; `require` and `verify-ca` would also hand the token to
+/// whoever sits in between. `iam_allow_plaintext` does not excuse this (it is about clients'
+/// connections to Tollgate): the refusal in `backend/connect.rs` has no escape either.
+const UPSTREAM_FOR_TOKENS: &str = "set sslmode=verify-full and sslrootcert=PATH (the CA bundle \
+     that signed the database's certificate; for Aurora, the RDS global bundle) in upstream, \
+     e.g. postgres://db.example.com:5432/?sslmode=verify-full&sslrootcert=/etc/ssl/rds-global-bundle.pem";
 
 impl IamConfig {
     /// Validates the IAM settings of `raw`; `tls` says whether client TLS is configured.
@@ -237,12 +238,15 @@ impl IamConfig {
                     if endpoints.is_empty() {
                         endpoints.push(Endpoint::new(&token_host(&upstream.host), upstream.port));
                     }
-                    if !upstream_tls_always(upstream.sslmode) && !allow_plaintext {
+                    if upstream.sslmode != SslMode::VerifyFull {
                         return Err(invalid(
                             "iam_verifier",
-                            "delegate sends each client's IAM auth token to the database as a \
-                             cleartext password: set sslmode=verify-full (or at least require) \
-                             in upstream",
+                            format!(
+                                "delegate sends each client's IAM auth token to the database as \
+                                 a cleartext password, which Tollgate sends only over verified \
+                                 TLS, and upstream has sslmode={}: {UPSTREAM_FOR_TOKENS}",
+                                upstream.sslmode.as_str()
+                            ),
                         ));
                     }
                 }
@@ -260,11 +264,15 @@ impl IamConfig {
                     ))
                 }
             };
-            if !upstream_tls_always(upstream.sslmode) && !allow_plaintext {
+            if upstream.sslmode != SslMode::VerifyFull {
                 return Err(invalid(
                     "backend_iam",
-                    "sends IAM auth tokens as cleartext passwords: set sslmode=verify-full (or \
-                     at least require) in upstream",
+                    format!(
+                        "sends Tollgate's IAM auth tokens to the database as cleartext passwords, \
+                         which Tollgate sends only over verified TLS, and upstream has \
+                         sslmode={}: {UPSTREAM_FOR_TOKENS}",
+                        upstream.sslmode.as_str()
+                    ),
                 ));
             }
             Some(region)
@@ -368,6 +376,30 @@ mod tests {
             iam_keys_file: Some("keys.toml".into()),
             ..base()
         }
+    }
+
+    /// An upstream that may be sent IAM auth tokens.
+    const VERIFIED: &str = "postgres://db.example.com:5432/?sslmode=verify-full&sslrootcert=ca.pem";
+
+    /// The sslmodes that keep tokens from the database: all but verify-full.
+    const BELOW_VERIFY_FULL: [&str; 4] = ["disable", "prefer", "require", "verify-ca"];
+
+    fn upstream_with(mode: &str) -> Option<String> {
+        let root = if mode == "verify-ca" {
+            "&sslrootcert=ca.pem"
+        } else {
+            ""
+        };
+        Some(format!(
+            "postgres://db.example.com:5432/?sslmode={mode}{root}"
+        ))
+    }
+
+    /// Says which setting is wrong and exactly what to put in upstream instead.
+    fn says_set_verify_full(e: &str, key: &str, mode: &str) -> bool {
+        e.contains(key)
+            && e.contains(&format!("upstream has sslmode={mode}"))
+            && e.contains("set sslmode=verify-full and sslrootcert=PATH")
     }
 
     fn err(raw: RawConfig) -> String {
@@ -497,6 +529,7 @@ mod tests {
             iam_verifier: Some("delegate".into()),
             iam_endpoint: None,
             iam_keys_file: None,
+            upstream: Some(VERIFIED.into()),
             ..local()
         };
         let c = Config::validate(raw.clone()).unwrap();
@@ -511,17 +544,33 @@ mod tests {
             ..raw.clone()
         });
         assert!(e.contains("`iam_policy_file`"), "{e}");
-        // Clients' tokens go to the database: never where TLS may be skipped.
-        for mode in ["disable", "prefer"] {
-            let e = err(RawConfig {
-                upstream: Some(format!("postgres://db.example.com:5432/?sslmode={mode}")),
-                ..raw.clone()
-            });
-            assert!(
-                e.contains("`iam_verifier`") && e.contains("verify-full"),
-                "{e}"
-            );
+    }
+
+    #[test]
+    fn delegate_mode_needs_verify_full_upstream_even_with_iam_allow_plaintext() {
+        // Clients' tokens go to the database as cleartext passwords, which the backend login
+        // sends only over verify-full TLS: anything less would start and then fail every login.
+        let raw = RawConfig {
+            iam_verifier: Some("delegate".into()),
+            iam_endpoint: None,
+            iam_keys_file: None,
+            ..local()
+        };
+        for mode in BELOW_VERIFY_FULL {
+            for allow_plaintext in [None, Some(true)] {
+                let e = err(RawConfig {
+                    upstream: upstream_with(mode),
+                    iam_allow_plaintext: allow_plaintext,
+                    ..raw.clone()
+                });
+                assert!(says_set_verify_full(&e, "`iam_verifier`", mode), "{e}");
+            }
         }
+        Config::validate(RawConfig {
+            upstream: Some(VERIFIED.into()),
+            ..raw
+        })
+        .unwrap();
     }
 
     #[test]
@@ -540,34 +589,43 @@ mod tests {
     }
 
     #[test]
-    fn backend_iam_needs_a_region_and_tls_to_the_database() {
+    fn backend_iam_needs_a_region_and_verify_full_to_the_database() {
+        let verified = || RawConfig {
+            upstream: Some(VERIFIED.into()),
+            ..base()
+        };
         let c = Config::validate(RawConfig {
             backend_iam: Some(true),
             iam_region: Some("eu-west-1".into()),
-            ..base()
+            ..verified()
         })
         .unwrap();
         assert_eq!(c.iam.backend_region.as_deref(), Some("eu-west-1"));
         let c = Config::validate(RawConfig {
             backend_iam: Some(true),
             backend_iam_region: Some("us-west-2".into()),
-            ..base()
+            ..verified()
         })
         .unwrap();
         assert_eq!(c.iam.backend_region.as_deref(), Some("us-west-2"));
         let e = err(RawConfig {
             backend_iam: Some(true),
-            ..base()
+            ..verified()
         });
         assert!(e.contains("`backend_iam_region`"), "{e}");
-        for mode in ["disable", "prefer"] {
-            let e = err(RawConfig {
-                backend_iam: Some(true),
-                backend_iam_region: Some("us-west-2".into()),
-                upstream: Some(format!("postgres://db:5432/?sslmode={mode}")),
-                ..base()
-            });
-            assert!(e.contains("`backend_iam`"), "{e}");
+        // Tokens are cleartext passwords, which the backend login sends only over verify-full
+        // TLS: anything less would start and then fail every login.
+        for mode in BELOW_VERIFY_FULL {
+            for allow_plaintext in [None, Some(true)] {
+                let e = err(RawConfig {
+                    backend_iam: Some(true),
+                    backend_iam_region: Some("us-west-2".into()),
+                    upstream: upstream_with(mode),
+                    iam_allow_plaintext: allow_plaintext,
+                    ..base()
+                });
+                assert!(says_set_verify_full(&e, "`backend_iam`", mode), "{e}");
+            }
         }
     }
 
