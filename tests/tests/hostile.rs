@@ -66,9 +66,10 @@ async fn malformed_startup_lengths_are_refused_without_harm() {
         ("length 4 (< 8)", vec![0, 0, 0, 4, 0, 3, 0, 0]),
         ("length 0", vec![0, 0, 0, 0]),
         ("negative length", vec![0xff, 0xff, 0xff, 0xf0, 0, 3, 0, 0]),
-        // 10001 bytes announced: refused on the header, not after waiting for the body.
-        ("length 10001 (> 10000)", {
-            let mut v = 10_001i32.to_be_bytes().to_vec();
+        // A body of 10001 bytes after the length word (PostgreSQL's limit is 10000, counted
+        // without the length word): refused on the header, not after waiting for the body.
+        ("body 10001 (> 10000)", {
+            let mut v = 10_005i32.to_be_bytes().to_vec();
             v.extend_from_slice(&[0, 3, 0, 0]);
             v
         }),

@@ -296,7 +296,8 @@ pub async fn require(lang: Lang) -> Result<()> {
     let mut cmd = match lang {
         Lang::Python => {
             let mut c = tokio::process::Command::new("python3");
-            c.args(["-c", "import psycopg, asyncpg"]);
+            c.args(["-c", "import psycopg, asyncpg"])
+                .env("PSYCOPG_IMPL", "python");
             c
         }
         Lang::Node => {
@@ -377,6 +378,11 @@ impl Script {
             .env("PGPASSWORD", ep.password)
             .env("PGDATABASE", &ep.db)
             .env("PGSSLMODE", "disable")
+            // psycopg on the system's libpq (PostgreSQL 15's, installed with the server), not
+            // the one its binary wheel bundles: the wheel's libpq 17/18 deadlocks *directly
+            // against PostgreSQL* on the pipeline case (a 100 MB result with a 20 MB Bind), so
+            // the reference run would time out; libpq 15 is also what the issue was found with.
+            .env("PSYCOPG_IMPL", "python")
             .env("PGCONNECT_TIMEOUT", "30")
             .env("DIFF_TARGET", ep.target.name())
             .env(
