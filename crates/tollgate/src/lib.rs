@@ -14,6 +14,7 @@ pub mod clients;
 pub mod config;
 pub mod iam;
 pub mod logging;
+pub mod message_memory;
 pub mod params;
 pub mod pin;
 pub mod pool;

@@ -120,6 +120,11 @@ pub fn render(s: &MetricsSnapshot) -> String {
         &[("reason", "dead_idle")],
         s.db_closed_dead_idle,
     );
+    w.gauge(
+        "tollgate_client_message_memory_bytes",
+        "Memory clients hold now in large messages being read whole, counted against max_message_memory.",
+        s.message_memory,
+    );
     let t = &s.totals;
     w.gauge("tollgate_database_connections_borrowed", "Database connections lent to clients now, all pools (RDS Proxy: DatabaseConnectionsCurrentlyBorrowed).", t.borrowed);
     w.gauge("tollgate_database_connections_in_transaction", "Lent database connections inside a transaction now, all pools (RDS Proxy: DatabaseConnectionsCurrentlyInTransaction).", t.in_transaction);
@@ -383,6 +388,7 @@ mod tests {
             pool_count: 1,
             pools_freed: 6,
             db_closed_dead_idle: 2,
+            message_memory: 0,
             pools: vec![PoolMetrics {
                 user: "app".into(),
                 database: "shop".into(),

@@ -392,6 +392,7 @@ mod tests {
             client_login_timeout: Some(10),
             max_client_conn: Some(11),
             max_message_size: Some(4096),
+            max_message_memory: Some(1 << 20),
             max_prepared_statements: Some(5),
             shutdown_timeout: Some(12),
             admin_listen: Some("off".into()),

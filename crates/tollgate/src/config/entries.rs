@@ -75,6 +75,7 @@ impl Config {
             ("client_login_timeout", secs(self.client_login_timeout)),
             ("max_client_conn", self.max_client_conn.to_string()),
             ("max_message_size", self.max_message_size.to_string()),
+            ("max_message_memory", self.max_message_memory.to_string()),
             (
                 "max_prepared_statements",
                 self.max_prepared_statements.to_string(),
@@ -195,7 +196,7 @@ mod tests {
         assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 42);
+        assert_eq!(entries.len(), 43);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

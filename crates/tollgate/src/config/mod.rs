@@ -95,6 +95,8 @@ pub struct Config {
     pub max_client_conn: usize,
     /// Largest client message read whole.
     pub max_message_size: usize,
+    /// Memory all sessions may spend on large client messages read whole.
+    pub max_message_memory: usize,
     /// Named statements per client in transaction mode before pinning (0: always pin).
     pub max_prepared_statements: usize,
     /// Drain time on shutdown.
@@ -326,6 +328,18 @@ impl Config {
                 format!("{max_message_size} is not between 1 KiB and 1 GiB"),
             ));
         }
+        let max_message_memory = raw
+            .max_message_memory
+            .unwrap_or((1 << 30).max(max_message_size));
+        if max_message_memory < max_message_size {
+            return Err(invalid(
+                "max_message_memory",
+                format!(
+                    "{max_message_memory} is less than max_message_size ({max_message_size}): \
+                     one message as large as allowed could never be read"
+                ),
+            ));
+        }
         let init_query = raw.init_query.filter(|q| !q.trim().is_empty());
         let server_reset_query = raw
             .server_reset_query
@@ -377,6 +391,7 @@ impl Config {
             client_login_timeout,
             max_client_conn,
             max_message_size,
+            max_message_memory,
             max_prepared_statements,
             shutdown_timeout,
             admin_listen,
@@ -409,6 +424,23 @@ mod tests {
         assert_eq!(c.max_connections_percent, 100);
         assert_eq!(c.pool_mode, PoolMode::Transaction);
         assert_eq!(c.server_reset_query, "DISCARD ALL");
+    }
+
+    #[test]
+    fn max_message_memory_defaults_to_1_gib_and_holds_at_least_one_largest_message() {
+        let c = Config::validate(base()).unwrap();
+        assert_eq!(c.max_message_memory, 1 << 30);
+        let e = Config::validate(RawConfig {
+            max_message_size: Some(1 << 20),
+            max_message_memory: Some(1 << 19),
+            ..base()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`max_message_memory`") && e.contains("max_message_size"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -95,6 +95,11 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
 
+    /// Memory all clients together may hold in large messages being read whole, in bytes (at
+    /// least max_message_size; more get 53200) [default: 1073741824].
+    #[arg(long, env = "TOLLGATE_MAX_MESSAGE_MEMORY")]
+    pub max_message_memory: Option<usize>,
+
     /// Named statements a client may hold in transaction mode before it is pinned instead,
     /// and the most a backend holds (least recently used closed first) (PgBouncer's name; 0
     /// pins every client that prepares one) [default: 1000].
@@ -256,6 +261,7 @@ impl RawConfig {
             client_login_timeout,
             max_client_conn,
             max_message_size,
+            max_message_memory,
             max_prepared_statements,
             shutdown_timeout,
             admin_listen,

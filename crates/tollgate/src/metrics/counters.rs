@@ -50,6 +50,8 @@ impl Gauge {
 /// Everything Tollgate counts.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Memory clients hold in large messages being read whole (max_message_memory).
+    pub message_memory: crate::message_memory::MessageMemory,
     /// Clients connected now.
     pub clients_current: Gauge,
     /// Clients that logged in.

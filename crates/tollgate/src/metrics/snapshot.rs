@@ -54,6 +54,8 @@ pub struct MetricsSnapshot {
     pub pools_freed: u64,
     /// Idle backend connections found ended by the server and closed.
     pub db_closed_dead_idle: u64,
+    /// Bytes of max_message_memory charged now.
+    pub message_memory: u64,
     /// One row per exported pool, ordered by (database, user).
     pub pools: Vec<PoolMetrics>,
 }
@@ -192,6 +194,7 @@ impl MetricsSnapshot {
             pool_count,
             pools_freed: pools.freed(),
             db_closed_dead_idle: global.closed_dead_idle(),
+            message_memory: stats.message_memory.used() as u64,
             pools: all.iter().map(|p| PoolMetrics::collect(p)).collect(),
         }
     }

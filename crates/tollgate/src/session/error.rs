@@ -66,6 +66,9 @@ pub enum SessionError {
     /// Tollgate is shutting down.
     #[error("Tollgate is shutting down; reconnect to another instance or retry shortly")]
     ShuttingDown,
+    /// Reading this client's large message would pass max_message_memory.
+    #[error("out of memory: Tollgate's budget for large client messages (max_message_memory = {limit} bytes) is in use by other sessions; retry shortly, or raise max_message_memory")]
+    MessageMemory { limit: usize },
     /// A socket error with the client: nothing can be sent.
     #[error("client connection error: {0}")]
     ClientIo(std::io::Error),
@@ -91,6 +94,7 @@ impl SessionError {
             SessionError::Backend(e) => e.sqlstate(),
             SessionError::ServerLost(_) => "08006",
             SessionError::IdleTimeout(_) => "57P05",
+            SessionError::MessageMemory { .. } => "53200",
             SessionError::ShuttingDown | SessionError::Killed => "57P01",
             SessionError::ClientIo(_) | SessionError::ClientTls(_) => return None,
         })
@@ -136,6 +140,7 @@ impl SessionError {
             SessionError::Pool(PoolError::Backend(_)) | SessionError::Backend(_) => "backend_error",
             SessionError::ServerLost(_) => "backend_lost",
             SessionError::IdleTimeout(_) => "idle_timeout",
+            SessionError::MessageMemory { .. } => "message_memory",
             SessionError::ClientIo(_) => "client_io",
             SessionError::ClientTls(_) => "client_tls",
         }

@@ -99,12 +99,18 @@ pub struct Relay<'a> {
     /// The reloadable settings read on the data path (idle_client_timeout, max_message_size),
     /// refreshed at each borrow so a reload reaches running sessions without a per-message read.
     live: Arc<Config>,
+    /// This session's share of max_message_memory: its client read buffer's capacity beyond
+    /// the usual, charged before a read may grow it.
+    large: crate::message_memory::Charge<'a>,
 }
 
 mod pump;
 
 /// Pending output per direction before the relay stops reading the peer that feeds it.
 const HIGH_WATER: usize = 64 * 1024;
+/// Client read buffer capacity every session may have without charging max_message_memory
+/// (a few buffers' worth: ordinary traffic never touches the shared budget).
+const FREE_CAPACITY: usize = 4 * super::buffers::BUFFER_SIZE;
 /// Backends replaced for one request before its client is told the backend was lost.
 const MAX_RETRIES: u32 = 2;
 
@@ -189,6 +195,7 @@ impl<'a> Relay<'a> {
             sent_at: None,
             statements: ClientStatements::default(),
             live: shared.live(),
+            large: shared.stats.message_memory.charge(),
         }
     }
 
@@ -393,6 +400,7 @@ impl<'a> Relay<'a> {
                     super::buffers::give(&mut self.to_client);
                 }
             }
+            self.charge_client_buffer()?;
             let draining = self.draining;
             tokio::select! {
                 _ = &mut killed => return Err(SessionError::Killed),
@@ -473,11 +481,43 @@ impl<'a> Relay<'a> {
         )
     }
 
+    /// Whether the next I/O step reads from the client.
+    fn may_read_client(&self) -> bool {
+        self.to_server.len() < HIGH_WATER && !self.flow.backlogged() && !self.draining_idle()
+    }
+
+    /// Charges the client read buffer to max_message_memory before the next I/O step: its
+    /// capacity beyond [`FREE_CAPACITY`], counting the growth a read may make (the buffer
+    /// doubles, or gains a buffer's worth, when less than 1 KiB is free). A large message that
+    /// has been handled leaves an empty buffer behind: that allocation is dropped here rather
+    /// than kept charged.
+    fn charge_client_buffer(&mut self) -> Result<(), SessionError> {
+        use super::buffers::BUFFER_SIZE;
+        let reads = self.may_read_client();
+        let buf = &mut self.client.rbuf;
+        if buf.is_empty() && buf.capacity() > FREE_CAPACITY {
+            *buf = super::buffers::take();
+        }
+        let cap = buf.capacity();
+        let next = if reads && cap.saturating_sub(buf.len()) < 1024 {
+            cap.saturating_mul(2)
+                .max(buf.len().saturating_add(BUFFER_SIZE))
+        } else {
+            cap
+        };
+        let charge = if next > FREE_CAPACITY { next } else { 0 };
+        let limit = self.live.max_message_memory;
+        if self.large.set(charge, limit) {
+            Ok(())
+        } else {
+            Err(SessionError::MessageMemory { limit })
+        }
+    }
+
     /// One step of I/O in both directions at once: writes what is pending to each peer and
     /// reads from each peer whose pending output has room. Returns whether any byte moved.
     async fn io(&mut self) -> Result<bool, IoError> {
-        let may_read_client =
-            self.to_server.len() < HIGH_WATER && !self.flow.backlogged() && !self.draining_idle();
+        let may_read_client = self.may_read_client();
         std::future::poll_fn(|cx| {
             let mut moved = false;
             if let Some(server) = self.server.as_mut() {
