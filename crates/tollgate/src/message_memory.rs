@@ -51,7 +51,12 @@ impl Charge<'_> {
     /// Makes the charge `bytes`; growing fails (leaving it as it was) when the total would pass
     /// `limit`. Shrinking always succeeds.
     pub fn set(&mut self, bytes: usize, limit: usize) -> bool {
-        if bytes <= self.held {
+        // The relay calls this every I/O step; the usual answer (no change) touches no
+        // shared cache line.
+        if bytes == self.held {
+            return true;
+        }
+        if bytes < self.held {
             self.memory
                 .used
                 .fetch_sub(self.held - bytes, Ordering::Relaxed);
