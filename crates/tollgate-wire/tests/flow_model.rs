@@ -273,8 +273,17 @@ impl Server {
     }
 }
 
+/// 2000 cases in CI; `PROPTEST_CASES=N` for a longer run (as tests/fuzz.rs reads it).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn flow_says_idle_exactly_when_the_server_is(
