@@ -1,33 +1,8 @@
-"""psycopg pipeline mode: large results and parameters in flight at once, errors mid-pipeline."""
+"""psycopg pipeline mode: large rows and parameters in flight at once, errors mid-pipeline."""
 
 import psycopg
 
 from transcript import Client, cur_result, digest, emit, error_event, main
-
-ROWS = 100_000
-ROW_BYTES = 1000
-BIG_PARAM = 20_000_000
-
-
-def large_result_then_large_parameter():
-    """A 100 MB result and a 20 MB Bind in one pipeline: the server writes rows while the
-    client is still writing its Bind, so both directions must move at once."""
-    c = Client("a")
-    c.query("create", "CREATE TABLE t (v text)")
-    big = "y" * BIG_PARAM
-
-    def run(conn):
-        with conn.pipeline() as p:
-            rows = conn.cursor()
-            rows.execute(f"SELECT repeat('x', {ROW_BYTES}) FROM generate_series(1, {ROWS})")
-            ins = conn.cursor()
-            ins.execute("INSERT INTO t VALUES (%s) RETURNING length(v)", [big])
-            p.sync()
-            return {"select": digest(rows.fetchall()), "insert": ins.fetchall()}
-
-    c.step("pipeline", run)
-    c.query("after", "SELECT count(*), sum(length(v)) FROM t")
-    c.close()
 
 
 def executemany_returning_large_rows():
@@ -124,7 +99,6 @@ def errors_mid_pipeline():
 if __name__ == "__main__":
     main(
         {
-            "large_result_then_large_parameter": large_result_then_large_parameter,
             "executemany_returning_large_rows": executemany_returning_large_rows,
             "errors_mid_pipeline": errors_mid_pipeline,
         }

@@ -4,19 +4,18 @@
 use crate::runner::{Case, Script, Target};
 use crate::{all, targets};
 
+/// Large Binds going out while large rows come back, in psycopg's pipeline mode. (The
+/// harsher form, a 100 MB result with a 20 MB parameter in one pipeline, is in
+/// `tokio_cases.rs`: psycopg 3.3 itself stalls on it against PostgreSQL directly on most runs,
+/// with its C and its Python implementation alike, the server waiting in ClientRead for the
+/// rest of a Bind psycopg never sends, so it cannot be a reference.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg_pipeline_large_result_and_large_binds_at_once_match_postgres() {
+async fn psycopg_pipeline_large_binds_with_large_rows_match_postgres() {
     let t = targets().await;
-    let pipeline = |case| Script::python("pipeline.py").args(&[case]);
     all(vec![
         t.check_script(
-            Case::new("psycopg pipeline: 100,000 rows of 1,000 bytes, then a 20 MB parameter"),
-            pipeline("large_result_then_large_parameter"),
-        )
-        .await,
-        t.check_script(
             Case::new("psycopg executemany returning 40 rows of 1 MB for 40 Binds of 1 MB"),
-            pipeline("executemany_returning_large_rows"),
+            Script::python("pipeline.py").args(&["executemany_returning_large_rows"]),
         )
         .await,
     ])

@@ -379,9 +379,8 @@ impl Script {
             .env("PGDATABASE", &ep.db)
             .env("PGSSLMODE", "disable")
             // psycopg on the system's libpq (PostgreSQL 15's, installed with the server), not
-            // the one its binary wheel bundles: the wheel's libpq 17/18 deadlocks *directly
-            // against PostgreSQL* on the pipeline case (a 100 MB result with a 20 MB Bind), so
-            // the reference run would time out; libpq 15 is also what the issue was found with.
+            // the one its binary wheel bundles: libpq 15 is what the issue's defects were found
+            // with, and the same libpq the psql-based tests use.
             .env("PSYCOPG_IMPL", "python")
             .env("PGCONNECT_TIMEOUT", "30")
             .env("DIFF_TARGET", ep.target.name())

@@ -1,5 +1,6 @@
 //! tokio-postgres in process: copy_in / copy_out (always the extended protocol) followed by a
-//! second client on the one backend, and many pipelined queries in flight at once.
+//! second client on the one backend, many pipelined queries in flight at once, and a large
+//! result in flight with a large parameter (the two-way relay).
 
 use crate::runner::{Case, Endpoint, Log};
 use crate::{all, targets};
@@ -192,6 +193,70 @@ async fn pipelined(ep: Endpoint, log: Log) -> Result<()> {
         Ok::<_, tokio_postgres::Error>(in_tx.into_iter().map(|r| r.ok()).collect::<Vec<_>>()),
     );
     Ok(())
+}
+
+/// A 100 MB result and a 20 MB parameter in flight at once: tokio-postgres writes the INSERT's
+/// Bind while the server is still sending the SELECT's rows, and reads the rows while it
+/// writes, so a relay that stops reading the server while it writes deadlocks with the server.
+/// (The psycopg form of this case stalls inside psycopg itself, against PostgreSQL directly, on
+/// some runs: see `psycopg_cases.rs`.)
+async fn large_result_with_large_parameter(ep: Endpoint, log: Log) -> Result<()> {
+    let c = ep.connect(&log, "a").await?;
+    outcome(
+        &log,
+        "a",
+        "create",
+        c.batch_execute("CREATE TABLE t (v text)").await,
+    );
+    // Prepared first, so the two Bind/Execute/Sync batches go out back to back.
+    let rows_sql = c
+        .prepare("SELECT repeat('x', 1000) FROM generate_series(1, 100000)")
+        .await?;
+    let insert_sql = c
+        .prepare("INSERT INTO t VALUES ($1) RETURNING length(v)")
+        .await?;
+    let big = "y".repeat(20_000_000);
+    let select = async {
+        c.query(&rows_sql, &[]).await.map(|rows| {
+            let mut h = Sha256::new();
+            for r in &rows {
+                h.update(r.get::<_, &str>(0));
+            }
+            (rows.len(), format!("{:x}", h.finalize()))
+        })
+    };
+    let insert = async {
+        c.query_one(&insert_sql, &[&big])
+            .await
+            .map(|r| r.get::<_, i32>(0))
+    };
+    let (rows, inserted) = tokio::join!(select, insert);
+    outcome(&log, "a", "select", rows);
+    outcome(&log, "a", "insert", inserted);
+    outcome(
+        &log,
+        "a",
+        "after",
+        c.query_one("SELECT count(*), sum(length(v))::bigint FROM t", &[])
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))),
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_large_result_and_large_parameter_at_once_match_postgres() {
+    let t = targets().await;
+    all(vec![
+        t.check_in_process(
+            Case::new(
+                "tokio-postgres: 100,000 rows of 1,000 bytes in flight with a 20 MB parameter",
+            ),
+            large_result_with_large_parameter,
+        )
+        .await,
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
