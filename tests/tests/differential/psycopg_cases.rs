@@ -6,8 +6,8 @@ use crate::{all, targets};
 
 /// Large Binds going out while large rows come back, in psycopg's pipeline mode. (The
 /// harsher form, a 100 MB result with a 20 MB parameter in one pipeline, is in
-/// `tokio_cases.rs`: psycopg 3.3 itself stalls on it against PostgreSQL directly on most runs,
-/// with its C and its Python implementation alike, the server waiting in ClientRead for the
+/// `tokio_cases.rs`: psycopg 3.3 itself stalls on it against PostgreSQL directly (every run
+/// tried, on libpq 15 and with the binary wheel alike), the server waiting in ClientRead for the
 /// rest of a Bind psycopg never sends, so it cannot be a reference.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_pipeline_large_binds_with_large_rows_match_postgres() {
