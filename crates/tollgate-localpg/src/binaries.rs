@@ -36,6 +36,19 @@ pub fn find_bin(name: &str) -> Result<PathBuf, LocalPgError> {
     })
 }
 
+/// The program `name` from the same install as `of` when it has one there, else [`find_bin`].
+///
+/// Programs of one cluster must share a major version (`initdb` and `postgres`, a server
+/// and the `pg_basebackup` that copies it), and the search could pick another install.
+pub(crate) fn find_sibling(of: &Path, name: &str) -> Result<PathBuf, LocalPgError> {
+    let sibling = of.with_file_name(name);
+    if is_executable(&sibling) {
+        Ok(sibling)
+    } else {
+        find_bin(name)
+    }
+}
+
 /// Looks in `<debian_root>/<ver>/bin`, newest version first, then in each `PATH` entry.
 fn search(name: &str, debian_root: &Path, path: &OsStr) -> Option<PathBuf> {
     versioned_bin_dirs(debian_root)

@@ -1,9 +1,12 @@
 //! A throwaway PostgreSQL server: start, use, stop, restart, and clean-up on drop.
+//!
+//! Replicas of a cluster, and promoting them, are in `replica.rs`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::binaries::find_bin;
+use crate::binaries::{find_bin, find_sibling};
 use crate::error::LocalPgError;
 use crate::initdb;
 use crate::layout::ClusterDir;
@@ -27,19 +30,27 @@ const PORT_ATTEMPTS: usize = 3;
 #[derive(Debug)]
 pub struct Cluster {
     /// Temp dir with the data dir, log and certificates; `Drop` stops the server first.
-    dir: ClusterDir,
+    pub(crate) dir: ClusterDir,
     /// `<dir>/ca.crt` when TLS is on.
-    ca_cert: Option<PathBuf>,
+    pub(crate) ca_cert: Option<PathBuf>,
     /// TCP port on 127.0.0.1, kept across restarts.
-    port: u16,
+    pub(crate) port: u16,
     /// The `postgres` superuser's password.
-    password: String,
+    pub(crate) password: String,
     /// The `postgres` binary from the same install as initdb.
-    postgres_bin: PathBuf,
+    pub(crate) postgres_bin: PathBuf,
     /// The `psql` binary.
-    psql_bin: PathBuf,
+    pub(crate) psql_bin: PathBuf,
     /// The running server, `None` while stopped.
-    postmaster: Option<Postmaster>,
+    pub(crate) postmaster: Option<Postmaster>,
+    /// Started with `ClusterOptions::replication` (or a replica, which inherits it).
+    pub(crate) replication: bool,
+    /// For a replica: its `application_name` towards its primary.
+    pub(crate) standby_name: Option<String>,
+    /// For a primary: the replicas started from it, all named in synchronous_standby_names.
+    /// A mutex because `start_replica` takes `&self`, like every other use of a running
+    /// cluster.
+    pub(crate) sync_standbys: Mutex<Vec<String>>,
 }
 
 impl Cluster {
@@ -48,13 +59,7 @@ impl Cluster {
     pub fn start(opts: ClusterOptions) -> Result<Cluster, LocalPgError> {
         let began = Instant::now();
         let initdb_bin = find_bin("initdb")?;
-        // initdb and postgres must be the same major version: take the sibling when there is one.
-        let sibling = initdb_bin.with_file_name("postgres");
-        let postgres_bin = if sibling.is_file() {
-            sibling
-        } else {
-            find_bin("postgres")?
-        };
+        let postgres_bin = find_sibling(&initdb_bin, "postgres")?;
         let psql_bin = find_bin("psql")?;
 
         let dir = ClusterDir::create()?;
@@ -77,12 +82,16 @@ impl Cluster {
             postgres_bin,
             psql_bin,
             postmaster: None,
+            replication: opts.replication,
+            standby_name: None,
+            sync_standbys: Mutex::default(),
         };
         cluster.start_on_free_port()?;
         tracing::info!(
             port = cluster.port,
             data_dir = %cluster.data_dir().display(),
             tls = opts.tls,
+            replication = opts.replication,
             elapsed_ms = began.elapsed().as_millis() as u64,
             "throwaway PostgreSQL is ready"
         );
@@ -90,7 +99,7 @@ impl Cluster {
     }
 
     /// Picks a port and starts the server, picking again if someone else binds it first.
-    fn start_on_free_port(&mut self) -> Result<(), LocalPgError> {
+    pub(crate) fn start_on_free_port(&mut self) -> Result<(), LocalPgError> {
         let mut attempt = 1;
         loop {
             self.port = free_port()?;
@@ -188,11 +197,36 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops the server the way a crash would: immediate shutdown (`pg_ctl stop -m
+    /// immediate`), no checkpoint, so the next start runs crash recovery; does nothing if
+    /// stopped. [`Cluster::restart`] starts it again.
+    pub fn stop_immediate(&mut self) -> Result<(), LocalPgError> {
+        let Some(mut postmaster) = self.postmaster.take() else {
+            return Ok(());
+        };
+        postmaster.stop_immediate(STOP_GRACE)?;
+        tracing::info!(port = self.port, "throwaway PostgreSQL stopped immediately");
+        Ok(())
+    }
+
     /// Stops the server if it runs, then starts it again on the same port and data dir.
     pub fn restart(&mut self) -> Result<(), LocalPgError> {
         self.stop()?;
         self.spawn_and_wait()?;
         tracing::info!(port = self.port, "throwaway PostgreSQL restarted");
+        Ok(())
+    }
+
+    /// Like [`Cluster::restart`] but with an immediate shutdown (`pg_ctl restart -m
+    /// immediate`): a crash and recovery on the same port; blocks until it accepts
+    /// connections again.
+    pub fn restart_immediate(&mut self) -> Result<(), LocalPgError> {
+        self.stop_immediate()?;
+        self.spawn_and_wait()?;
+        tracing::info!(
+            port = self.port,
+            "throwaway PostgreSQL restarted after an immediate shutdown"
+        );
         Ok(())
     }
 

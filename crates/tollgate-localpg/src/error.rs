@@ -80,6 +80,57 @@ pub enum LocalPgError {
         port: u16,
     },
 
+    /// `start_replica` was called on a cluster not started for replication.
+    #[error(
+        "the throwaway PostgreSQL on port {port} was not started for replication; \
+         start the primary with ClusterOptions {{ replication: true, .. }}"
+    )]
+    ReplicationOff {
+        /// The cluster's port.
+        port: u16,
+    },
+
+    /// `pg_basebackup` ran and failed.
+    #[error("pg_basebackup from the primary on port {port} failed ({status}); its output was:\n{output}")]
+    Basebackup {
+        /// The primary's port.
+        port: u16,
+        /// How pg_basebackup exited.
+        status: ExitStatus,
+        /// pg_basebackup's stdout and stderr.
+        output: String,
+    },
+
+    /// `promote` was called on a server that is not a standby (or a replica came up as one).
+    #[error(
+        "the throwaway PostgreSQL on port {port} is {found}, not a standby in recovery; \
+         only a replica from start_replica can be promoted"
+    )]
+    NotInRecovery {
+        /// The cluster's port.
+        port: u16,
+        /// What it is instead, e.g. "a primary".
+        found: String,
+    },
+
+    /// A condition we poll for (a standby streaming, a row replicated) did not hold in time.
+    #[error(
+        "waited {secs} s for {what} on 127.0.0.1:{port}, in vain; last seen: {last}; \
+         last lines of its log:\n{tail}"
+    )]
+    WaitTimeout {
+        /// The condition, phrased to follow "waited for".
+        what: String,
+        /// The port of the server polled.
+        port: u16,
+        /// How long we waited.
+        secs: u64,
+        /// What the last poll saw (a value or an error).
+        last: String,
+        /// The end of that server's log.
+        tail: String,
+    },
+
     /// psql ran and reported an error.
     #[error("psql on database {db} failed ({status}): {stderr}")]
     Psql {

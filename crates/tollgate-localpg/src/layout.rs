@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! tollgate-pg-XXXXXX/   owned by the server user when we are root
-//!   data/               the data directory (initdb), also the unix socket directory
+//!   data/               the data directory (initdb, or pg_basebackup for a replica), also
+//!                       the unix socket directory
 //!   postgres.log        the server's stdout and stderr
 //!   ca.crt              CA that signed data/server.crt (tls only)
 //!   pwfile              superuser password for initdb; deleted once initdb is done
@@ -93,8 +94,35 @@ impl ClusterDir {
             )))?;
         // Overwriting an existing file keeps its owner (the server user).
         let hba_path = self.data.join("pg_hba.conf");
-        fs::write(&hba_path, conf::pg_hba_conf())
+        fs::write(&hba_path, conf::pg_hba_conf(opts.replication))
             .map_err(LocalPgError::io(format!("write {}", hba_path.display())))
+    }
+
+    /// Makes the data dir pg_basebackup filled a standby: appends `settings` to
+    /// `postgresql.auto.conf` and creates `standby.signal` ("Hot Standby" in the docs).
+    pub(crate) fn configure_standby(&self, settings: &str) -> Result<(), LocalPgError> {
+        // pg_basebackup copies postgresql.auto.conf, owned by the server user, so appending
+        // keeps it theirs.
+        let auto_conf = self.data.join("postgresql.auto.conf");
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&auto_conf)
+            .and_then(|mut f| f.write_all(settings.as_bytes()))
+            .map_err(LocalPgError::io(format!(
+                "append to {}",
+                auto_conf.display()
+            )))?;
+        hand_to_server_user(&auto_conf)?;
+        write_file(&self.data.join("standby.signal"), b"", 0o600)
+    }
+
+    /// Copies the primary's CA certificate here, so a replica's outlives its primary.
+    pub(crate) fn copy_ca(&self, from: &Path) -> Result<PathBuf, LocalPgError> {
+        let ca = self.root().join("ca.crt");
+        let pem = fs::read(from).map_err(LocalPgError::io(format!("read {}", from.display())))?;
+        write_file(&ca, &pem, 0o644)?;
+        Ok(ca)
     }
 
     /// Generates a CA and server certificate, installs them for `ssl = on`, returns the CA path.

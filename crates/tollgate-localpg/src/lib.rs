@@ -1,8 +1,11 @@
 //! Starts a throwaway PostgreSQL server from the installed binaries in a temp dir.
 //!
 //! Used by `tollgate quickstart`, the end-to-end tests and the benchmark harness. Works as
-//! root too: the server then runs as `nobody` (see [`as_server_user`]).
+//! root too: the server then runs as `nobody` (see [`as_server_user`]). A cluster started
+//! with `ClusterOptions::replication` can have synchronous streaming replicas
+//! ([`Cluster::start_replica`]) to promote ([`Cluster::promote`]) in failover tests.
 
+mod basebackup;
 mod binaries;
 pub mod certs;
 mod cluster;
@@ -11,11 +14,13 @@ mod error;
 mod initdb;
 mod layout;
 mod options;
+mod poll;
 mod port;
 mod postmaster;
 mod privilege;
 mod psql;
 mod readiness;
+mod replica;
 mod roles;
 mod server_log;
 

@@ -11,6 +11,10 @@ pub struct ClusterOptions {
     pub superuser_password: String,
     /// Extra `postgresql.conf` settings, appended last so they win; values are quoted for you.
     pub extra_conf: Vec<(String, String)>,
+    /// Let this cluster be a primary for [`crate::Cluster::start_replica`]: WAL senders on and
+    /// a `replication` line in pg_hba.conf. Once a replica is started, every commit waits
+    /// until each replica has flushed it, so a promoted replica has every acknowledged commit.
+    pub replication: bool,
 }
 
 impl Default for ClusterOptions {
@@ -20,6 +24,7 @@ impl Default for ClusterOptions {
             max_connections: 100,
             superuser_password: "postgres".to_owned(),
             extra_conf: Vec::new(),
+            replication: false,
         }
     }
 }

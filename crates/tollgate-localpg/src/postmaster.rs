@@ -123,17 +123,38 @@ impl Postmaster {
     /// to disconnect, and a pooler under test holds its server connections open
     /// ("Shutting Down the Server" in the docs).
     pub(crate) fn stop(&mut self, grace: Duration) -> Result<(), LocalPgError> {
+        self.shut_down(libc::SIGINT, "fast", grace)
+    }
+
+    /// Immediate shutdown (SIGQUIT, what `pg_ctl stop -m immediate` sends), then SIGKILL if
+    /// it is still running after `grace`.
+    ///
+    /// The postmaster has every child quit at once and exits without a checkpoint, so the
+    /// next start runs crash recovery: a crash, but one that leaves no orphaned backends
+    /// holding shared memory (which a SIGKILL of the postmaster alone would).
+    pub(crate) fn stop_immediate(&mut self, grace: Duration) -> Result<(), LocalPgError> {
+        self.shut_down(libc::SIGQUIT, "immediate", grace)
+    }
+
+    /// Sends `signal` (a shutdown request of kind `mode`), then SIGKILL after `grace`.
+    fn shut_down(
+        &mut self,
+        signal: libc::c_int,
+        mode: &str,
+        grace: Duration,
+    ) -> Result<(), LocalPgError> {
         if self.try_exited().is_some() {
             return Ok(());
         }
-        send_signal(self.pid, libc::SIGINT);
+        send_signal(self.pid, signal);
         if self.wait_exit(grace) {
             return Ok(());
         }
         tracing::warn!(
             pid = self.pid,
             grace_secs = grace.as_secs(),
-            "PostgreSQL ignored fast shutdown; sending SIGKILL"
+            mode,
+            "PostgreSQL ignored the shutdown request; sending SIGKILL"
         );
         send_signal(self.pid, libc::SIGKILL);
         if self.wait_exit(KILL_WAIT) {
