@@ -85,16 +85,29 @@ pub struct Env {
     pub config_file: Option<PathBuf>,
     /// Where the admin HTTP listener is (`None` when a test turned admin_listen off).
     admin_addr: Option<SocketAddr>,
+    /// Where the read-only endpoint listens, when reader_listen is set.
+    reader_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts a throwaway PostgreSQL with the three test users and a `app` database.
 pub async fn start_postgres(tls: bool, max_connections: u32) -> Result<Cluster> {
+    start_postgres_with(tls, max_connections, false).await
+}
+
+/// The same, set up as a primary for synchronous streaming replicas when `replication`
+/// (`Cluster::start_replica`).
+pub async fn start_postgres_with(
+    tls: bool,
+    max_connections: u32,
+    replication: bool,
+) -> Result<Cluster> {
     let pg = tokio::task::spawn_blocking(move || {
         Cluster::start(ClusterOptions {
             tls,
             max_connections,
+            replication,
             ..Default::default()
         })
     })
@@ -178,6 +191,7 @@ impl Env {
         }
         let addr = server.local_addr()?;
         let admin_addr = server.admin_addr();
+        let reader_addr = server.reader_addr();
         let shared = server.shared();
         let shutdown = server.shutdown_handle();
         let task = tokio::spawn(server.run());
@@ -189,6 +203,7 @@ impl Env {
             client_ca,
             config_file,
             admin_addr,
+            reader_addr,
             shutdown,
             task: Some(task),
         })
@@ -205,6 +220,11 @@ impl Env {
             "postgresql://{user}:{password}@127.0.0.1:{}/{db}?sslmode={ssl}",
             self.addr.port()
         )
+    }
+
+    /// The read-only endpoint's address, if reader_listen is set.
+    pub fn reader_addr(&self) -> Option<SocketAddr> {
+        self.reader_addr
     }
 
     /// The admin HTTP listener's address, if admin_listen is on.

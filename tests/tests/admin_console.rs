@@ -283,13 +283,32 @@ async fn show_commands_describe_clients_pools_servers_stats_config_and_targets()
         Some("app")
     );
 
-    // SHOW TARGETS: one available writer, the upstream.
+    // SHOW TARGETS: one writer, the upstream, up (by the connections made so far: this test
+    // runs no health checks), with the connections open to it.
     let targets = psql_rows(&env, "SHOW TARGETS").await?;
     let port = env.pg.port().to_string();
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    let t = &targets[0];
     assert_eq!(
-        targets,
-        [["127.0.0.1", port.as_str(), "writer", "yes", "disable"]]
+        (
+            &t[0][..],
+            &t[1][..],
+            &t[2][..],
+            &t[3][..],
+            &t[10][..],
+            &t[11][..]
+        ),
+        (
+            "127.0.0.1",
+            port.as_str(),
+            "writer",
+            "up",
+            "upstream",
+            "disable"
+        ),
+        "{t:?}"
     );
+    assert!(t[6].parse::<u64>()? >= 1, "connections: {t:?}");
 
     in_tx.batch_execute("COMMIT").await?;
     Ok(())

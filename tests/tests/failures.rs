@@ -89,15 +89,26 @@ async fn borrow_past_connection_borrow_timeout_fails_with_53300_naming_pool_and_
     assert_serves(&env).await;
 }
 
+/// A database that stays down is waited for (a restart usually ends within the borrow
+/// timeout), then the login is refused with 08001 naming the address and the wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_down_at_login_gives_08001_then_recovers_after_restart() {
-    let mut env = Env::start(EnvOptions::default()).await.unwrap();
+async fn database_down_at_login_gives_08001_after_the_borrow_timeout_then_recovers() {
+    let mut env = Env::start(EnvOptions {
+        extra: tollgate::config::RawConfig {
+            connection_borrow_timeout: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     env.pg.stop().unwrap();
 
     let err = connect_error(&env, APP_USER, APP_PASSWORD).await;
     assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err:?}");
     let msg = err.as_db_error().unwrap().message();
     assert!(msg.contains("could not connect"), "{msg}");
+    assert!(msg.contains("waited 2 s"), "{msg}");
     assert!(msg.contains(&env.pg.port().to_string()), "{msg}");
 
     env.pg.restart().unwrap();

@@ -325,7 +325,16 @@ async fn latency_summaries_agree_with_what_the_client_measured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_unknown_paths() {
-    let mut env = Env::start(EnvOptions::default()).await.unwrap();
+    // A short borrow timeout: a login with the database down waits that long, retrying.
+    let mut env = Env::start(EnvOptions {
+        extra: tollgate::config::RawConfig {
+            connection_borrow_timeout: Some(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let admin = env
         .admin_addr()
         .expect("the harness turns the admin listener on");
@@ -403,5 +412,6 @@ async fn health_readiness_and_unknown_paths() {
     let failed = format!(
         "tollgate_pool_database_connections_setup_failed_total{{user=\"{MD5_USER}\",database=\"app\"}}"
     );
-    assert_eq!(get(&page, &failed), 1.0);
+    // Every attempt of the wait is counted (RDS Proxy counts failed setups, not clients).
+    assert!(get(&page, &failed) >= 1.0, "{failed}");
 }

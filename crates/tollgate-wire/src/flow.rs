@@ -255,6 +255,25 @@ impl Flow {
         !self.queue.is_empty() && !self.unflushed && !self.copy_in && !self.client_copying
     }
 
+    /// Batch-ending requests (Query, FunctionCall, Sync) still waiting for their
+    /// ReadyForQuery: what a client is owed if the backend dies now.
+    pub fn unanswered_batches(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|e| matches!(e, Entry::Sync(_) | Entry::Query(_)))
+            .count()
+    }
+
+    /// Whether the client is in the middle of an extended-query batch or a COPY IN (it has
+    /// sent messages after its last Sync, or the server is skipping to one): if the backend
+    /// dies now, what the client sends up to its next Sync belongs to a failed batch.
+    pub fn client_mid_batch(&self) -> bool {
+        self.skip_to_sync
+            || self.client_copying
+            || matches!(self.queue.back(), Some(Entry::Extended(_)))
+            || (self.queue.is_empty() && self.extended_open)
+    }
+
     /// Whether the model lost track of the server (see the field); never idle again.
     pub fn lost(&self) -> bool {
         self.lost

@@ -43,6 +43,11 @@ impl Scanner {
         Self::default()
     }
 
+    /// Bytes of the current pass-through message not yet seen (0 at a boundary).
+    pub fn remaining(&self) -> usize {
+        self.pass_remaining
+    }
+
     /// True while in the middle of a pass-through message.
     pub fn mid_message(&self) -> bool {
         self.pass_remaining > 0

@@ -194,6 +194,7 @@ mod tests {
         key.set_target(Some(CancelTarget {
             process_id: 4242,
             secret: Bytes::from_static(b"real"),
+            target: None,
         }));
         assert_eq!(
             reg.lookup(4242, &key.secret).map(|t| t.0.secret),
@@ -227,6 +228,7 @@ mod tests {
         key.set_target(Some(CancelTarget {
             process_id: 42,
             secret: Bytes::from_static(b"abcd"),
+            target: None,
         }));
         assert_eq!(
             reg.lookup(key.process_id, &key.secret)
@@ -252,6 +254,7 @@ mod tests {
         key.set_target(Some(CancelTarget {
             process_id: 7,
             secret: Bytes::from_static(b"abcd"),
+            target: None,
         }));
         let (target, in_flight) = reg.lookup(key.process_id, &key.secret).unwrap();
         assert_eq!(target.process_id, 7);

@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod status;
+pub mod topology;
 
 pub mod metrics;
 pub mod stream;

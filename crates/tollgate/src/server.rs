@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::metrics::Stats;
 use crate::pool::{PoolSettings, Pools};
 use crate::shared::{shutdown_started, Shared};
+use crate::topology::Endpoint;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,15 @@ pub enum StartError {
     /// Tollgate's own AWS identity could not be set up (backend_iam).
     #[error("backend_iam: {0}")]
     BackendIam(#[from] crate::backend::BackendError),
+    /// The health checks cannot log in (health_check_user).
+    #[error("health checks: {0}")]
+    HealthCheck(String),
+    /// The reader listener's address is taken or not ours.
+    #[error("cannot listen on reader_listen {addr}: {source}")]
+    ReaderBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Starts shutdown when triggered.
@@ -60,6 +70,10 @@ impl ShutdownHandle {
 /// A bound, not yet running proxy.
 pub struct Server {
     listener: TcpListener,
+    /// The read-only endpoint (reader_listen), if configured.
+    reader: Option<TcpListener>,
+    /// How the health checks log in, when they run.
+    probe: Option<crate::topology::check::ProbeSettings>,
     /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`), unless admin_listen is off.
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
@@ -87,11 +101,30 @@ impl Server {
             )),
             None => None,
         };
+        let topology = crate::topology::Topology::new(&config);
         let connector = Arc::new(Connector::new(
             config.upstream.clone(),
             config.server_connect_timeout,
             config.init_query.clone(),
+            topology.clone(),
         )?);
+        let probe = match &config.topology.health_check_user {
+            Some(user) => Some(crate::topology::check::ProbeSettings {
+                user: user.clone(),
+                database: config.topology.health_check_database.clone(),
+                login: check_login(&auth, user, backend_iam.as_ref())?,
+                sslmode: config.upstream.sslmode,
+                tls: connector.tls(),
+                timeout: config.server_connect_timeout.min(
+                    config
+                        .topology
+                        .health_check_interval
+                        .max(Duration::from_secs(1))
+                        * 3,
+                ),
+            }),
+            None => None,
+        };
         let settings = PoolSettings::from(&config);
         let listener =
             TcpListener::bind(config.listen)
@@ -100,6 +133,14 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let reader = match config.topology.reader_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::ReaderBind { addr, source })?,
+            ),
+            None => None,
+        };
         let admin = match config.admin_listen {
             Some(addr) => Some(
                 crate::admin::http::bind(addr)
@@ -113,6 +154,7 @@ impl Server {
             live: std::sync::RwLock::new(Arc::new(config.clone())),
             reload: Default::default(),
             pools: Pools::new(settings, connector),
+            topology,
             auth,
             iam,
             backend_iam,
@@ -125,6 +167,8 @@ impl Server {
         });
         Ok(Server {
             listener,
+            reader,
+            probe,
             admin,
             shared,
             shutdown_tx: Arc::new(tx),
@@ -134,6 +178,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The read-only endpoint's address, if it is on (useful with port 0).
+    pub fn reader_addr(&self) -> Option<SocketAddr> {
+        self.reader.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The admin HTTP listener's address, if it is on (useful with port 0).
@@ -162,7 +211,6 @@ impl Server {
         let shared = self.shared;
         let max = shared.config.max_client_conn;
         let limit = Arc::new(Semaphore::new(max));
-        let mut shutdown = shared.shutdown.clone();
         tracing::info!(listen = %shared.config.listen, upstream = %shared.pools.connector().addr(),
             pool_mode = shared.config.pool_mode.as_str(), pool_size = shared.config.pool_size,
             tls = shared.tls.is_some(), "Tollgate is accepting connections");
@@ -181,41 +229,35 @@ impl Server {
             })
         };
 
+        let monitor = self
+            .probe
+            .map(|probe| tokio::spawn(crate::topology::monitor::run(shared.clone(), probe)));
+        let reader = self.reader.map(|l| {
+            tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                limit.clone(),
+                Endpoint::Reader,
+            ))
+        });
+        if let Some(addr) = shared.config.topology.reader_listen {
+            tracing::info!(reader_listen = %addr, reader_fallback = shared.config.topology.reader_fallback.as_str(),
+                "the read-only endpoint is accepting connections");
+        }
+
         // The admin listener serves through the drain (so /readyz can say "shutting down")
         // and stops with the rest below.
         let admin = self
             .admin
             .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
 
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = shutdown_started(&mut shutdown) => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match limit.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        crate::session::run(shared, tcp, peer).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, max_client_conn = max, "refusing client: max_client_conn reached");
-                    tokio::spawn(refuse(tcp, max));
-                }
-            }
-        }
-        drop(self.listener);
+        accept_loop(
+            self.listener,
+            shared.clone(),
+            limit.clone(),
+            Endpoint::Writer,
+        )
+        .await;
         let drain = shared.live().shutdown_timeout;
         tracing::info!(
             drain_secs = drain.as_secs(),
@@ -233,9 +275,80 @@ impl Server {
         }
         shared.pools.close_idle();
         maint.abort();
+        if let Some(m) = monitor {
+            m.abort();
+        }
+        if let Some(r) = reader {
+            r.abort();
+        }
         if let Some(admin) = admin {
             admin.abort();
         }
+    }
+}
+
+/// Accepts clients on one listener until shutdown; one session task each, all listeners
+/// sharing max_client_conn.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    endpoint: Endpoint,
+) {
+    let max = shared.config.max_client_conn;
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown_started(&mut shutdown) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Usually EMFILE: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    crate::session::run(shared, tcp, peer, endpoint).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, max_client_conn = max, "refusing client: max_client_conn reached");
+                tokio::spawn(refuse(tcp, max));
+            }
+        }
+    }
+}
+
+/// How the health checks log in as `user`: its plaintext password from the auth file, or
+/// Tollgate's own IAM tokens (backend_iam). A hashed password cannot be used by a client
+/// login such as tokio-postgres', so it is refused at start with what to do.
+fn check_login(
+    auth: &Authenticator,
+    user: &str,
+    backend_iam: Option<&Arc<crate::backend::IamTokenSource>>,
+) -> Result<crate::topology::check::CheckLogin, StartError> {
+    use crate::topology::check::CheckLogin;
+    use tollgate_auth::Secret;
+    match (auth.secret(user), backend_iam) {
+        (_, Some(iam)) => Ok(CheckLogin::Iam(iam.clone())),
+        (Some(Secret::Plain(p)), None) => Ok(CheckLogin::Password(p)),
+        (Some(_), None) => Err(StartError::HealthCheck(format!(
+            "health_check_user {user:?} has a hashed password (md5 or SCRAM) in the auth file; \
+             Tollgate's health checks log in as a client does and need its plaintext password \
+             there (or backend_iam)"
+        ))),
+        (None, None) => Err(StartError::HealthCheck(format!(
+            "health_check_user {user:?} is not in the auth file; add it with its plaintext \
+             password (a role that may log in; it needs no privileges)"
+        ))),
     }
 }
 

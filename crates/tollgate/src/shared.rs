@@ -22,6 +22,8 @@ pub struct Shared {
     pub reload: ReloadState,
     /// Backend pools.
     pub pools: Pools,
+    /// The database's instances and which is the writer (the same one the connector uses).
+    pub topology: Arc<crate::topology::Topology>,
     /// Client authentication.
     pub auth: Authenticator,
     /// Client IAM auth (iam_*): the verifier in force and the delegate verdict cache.

@@ -190,6 +190,68 @@ pub fn render(s: &MetricsSnapshot) -> String {
         &[("target", &s.target)],
         u64::from(s.available),
     );
+    w.family("tollgate_target_availability_percentage", "gauge", "Share of the last minute's health checks (or, without health_check_user, connection attempts) that found the instance up, in its role (RDS Proxy: AvailabilityPercentage).");
+    for t in &s.targets {
+        if let Some(p) = t.availability {
+            w.sample(
+                "tollgate_target_availability_percentage",
+                &[("target", &t.target), ("role", t.role)],
+                p,
+            );
+        }
+    }
+    w.family(
+        "tollgate_target_up",
+        "gauge",
+        "1 if the instance takes sessions now, by role.",
+    );
+    for t in &s.targets {
+        w.sample(
+            "tollgate_target_up",
+            &[("target", &t.target), ("role", t.role)],
+            u64::from(t.up),
+        );
+    }
+    w.family(
+        "tollgate_target_connections",
+        "gauge",
+        "Database connections open to each instance, all pools.",
+    );
+    for t in &s.targets {
+        w.sample(
+            "tollgate_target_connections",
+            &[("target", &t.target)],
+            t.connections,
+        );
+    }
+    w.family("tollgate_target_replica_lag_seconds", "gauge", "How far each reader is behind the writer, measured from the writer's WAL position at its health checks (resolution: health_check_interval).");
+    for t in &s.targets {
+        if let Some(l) = t.lag_secs {
+            w.sample(
+                "tollgate_target_replica_lag_seconds",
+                &[("target", &t.target)],
+                l,
+            );
+        }
+    }
+    w.counter(
+        "tollgate_failovers_total",
+        "Times the writer pools moved to another instance (a promotion found by the health checks).",
+        s.failovers,
+    );
+    if let Some(d) = s.last_failover_secs {
+        w.family(
+            "tollgate_last_failover_duration_seconds",
+            "gauge",
+            "The last failover: from the writer first failing a check to the new writer chosen.",
+        );
+        w.sample("tollgate_last_failover_duration_seconds", &[], d);
+    }
+    w.counter(
+        "tollgate_backends_lost_total",
+        "Database connections lost under a request that could not be sent again: the client got one error (08006/57P01) and kept its connection.",
+        s.backends_lost,
+    );
     let help = format!("Pools (database, user) that exist; the first {MAX_POOLS_EXPORTED} by (database, user) are exported with labels.");
     w.gauge("tollgate_pools", &help, s.pool_count as u64);
     w.counter(
@@ -370,6 +432,10 @@ mod tests {
             setup_failures: vec![("auth_failed", 2), ("tls_required", 1)],
             clients_closed: 2,
             backend_retries: 0,
+            backends_lost: 0,
+            targets: Vec::new(),
+            failovers: 0,
+            last_failover_secs: None,
             pins: vec![("named_prepared_statement", 0), ("session_set", 3)],
             cancels_forwarded: 1,
             cancels_ignored: 4,

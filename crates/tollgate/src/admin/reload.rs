@@ -44,11 +44,21 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
         "backend_iam_region",
         "Tollgate's AWS credential chain is set up at start",
     ),
+    ("instance", TOPOLOGY),
+    ("health_check_interval", TOPOLOGY),
+    ("health_check_user", TOPOLOGY),
+    ("health_check_database", TOPOLOGY),
+    ("reader_listen", "the reader listener is bound at start"),
+    ("reader_fallback", TOPOLOGY),
+    ("max_replica_lag", TOPOLOGY),
     (
         "iam_allow_plaintext",
         "lifting IAM's TLS rules (tests only) must be a deliberate restart",
     ),
 ];
+
+/// Why the topology settings wait for a restart.
+const TOPOLOGY: &str = "the instances and their health checks are set up at start";
 
 /// Why `require_tls` can be refused although it is reloadable on its own.
 const REQUIRE_TLS_WITHOUT_TLS: &str =
@@ -144,6 +154,7 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
     next.log_format = old.log_format;
     next.iam.backend_region = old.iam.backend_region.clone();
     next.iam.allow_plaintext = old.iam.allow_plaintext;
+    next.topology = old.topology.clone();
     // require_tls on with no TLS to offer would refuse every client.
     let require_tls_refused = next.require_tls && next.tls.is_none();
     if require_tls_refused {
@@ -414,6 +425,13 @@ mod tests {
             iam_delegate_max_checks: Some(3),
             backend_iam: Some(true),
             backend_iam_region: Some("eu-west-2".into()),
+            instance: Some(vec!["db1:5432".into(), "db2:5432".into()]),
+            health_check_interval: Some(2.0),
+            health_check_user: Some("health".into()),
+            health_check_database: Some("app".into()),
+            reader_listen: Some("127.0.0.1:6433".into()),
+            reader_fallback: Some("error".into()),
+            max_replica_lag: Some(3.0),
         })
         .unwrap();
         let (next, changes) = plan(&old, new.clone());

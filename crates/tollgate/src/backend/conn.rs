@@ -20,6 +20,8 @@ pub struct CancelTarget {
     pub process_id: i32,
     /// Server's secret key.
     pub secret: Bytes,
+    /// The instance the backend runs on (a cancel must reach that server); `None`: the writer.
+    pub target: Option<std::sync::Arc<crate::topology::Target>>,
 }
 
 /// A logged-in backend connection.
@@ -46,6 +48,8 @@ pub struct ServerConn {
     pub broken: bool,
     /// The pool place it occupies; released when the connection is dropped.
     pub slot: Option<Slot>,
+    /// The instance it is connected to, counted there while it lives.
+    pub lease: Option<crate::topology::TargetLease>,
     /// Named statements prepared on it by the proxy (transaction mode), and unanswered
     /// Parse/Close messages.
     pub statements: crate::session::prepared::ServerStatements,

@@ -3,9 +3,10 @@
 
 use super::conn::{CancelTarget, ServerConn};
 use super::{BackendError, IamTokenSource};
-use crate::config::{SslMode, Upstream};
+use crate::config::{InstanceAddr, SslMode, Upstream};
 use crate::params::ParamSet;
 use crate::stream::Stream;
+use crate::topology::{Endpoint, Target, TargetLease, Topology};
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Knows where the database is and how to log in to it.
 pub struct Connector {
     upstream: Upstream,
+    /// The instances and which is the writer: where each new connection goes.
+    topology: Arc<Topology>,
     tls: Option<tokio_rustls::TlsConnector>,
     /// What a reload may change: read once per new connection.
     live: std::sync::RwLock<LiveConnect>,
@@ -118,10 +121,12 @@ impl Connector {
         upstream: Upstream,
         timeout: Duration,
         init_query: Option<String>,
+        topology: Arc<Topology>,
     ) -> Result<Self, crate::tls::TlsError> {
         let tls = crate::tls::client::connector(upstream.sslmode, upstream.sslrootcert.as_deref())?;
         Ok(Connector {
             upstream,
+            topology,
             tls,
             live: std::sync::RwLock::new(LiveConnect {
                 timeout,
@@ -148,7 +153,22 @@ impl Connector {
         };
     }
 
-    /// `host:port`, for messages.
+    /// The instances behind the upstream.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// The TLS connector by sslmode (None: disable), for the control path too.
+    pub fn tls(&self) -> Option<tokio_rustls::TlsConnector> {
+        self.tls.clone()
+    }
+
+    /// The upstream's sslmode.
+    pub fn sslmode(&self) -> SslMode {
+        self.upstream.sslmode
+    }
+
+    /// The upstream's `host:port`, for messages.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.upstream.host, self.upstream.port)
     }
@@ -158,28 +178,39 @@ impl Connector {
         self.upstream.database.as_deref().unwrap_or(client_db)
     }
 
-    /// Opens, logs in and initialises a connection within the connect timeout.
+    /// Opens, logs in and initialises a connection to `target` within the connect timeout.
+    /// Sessions of the read-only endpoint get `default_transaction_read_only` at login, so
+    /// a write fails with PostgreSQL's own 25006 even on the writer fallback.
     pub async fn connect(
         &self,
+        target: &Arc<Target>,
+        endpoint: Endpoint,
         user: &str,
         database: &str,
         cred: &Credential,
     ) -> Result<ServerConn, BackendError> {
         let live = self.live();
         let secs = live.timeout.as_secs();
-        let connecting = self.connect_inner(user, database, cred, live.init_query.as_deref());
+        let connecting = self.connect_inner(
+            target,
+            endpoint,
+            user,
+            database,
+            cred,
+            live.init_query.as_deref(),
+        );
         match tokio::time::timeout(live.timeout, connecting).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout {
-                addr: self.addr(),
+                addr: target.addr.to_string(),
                 secs,
             }),
         }
     }
 
-    async fn open_stream(&self) -> Result<Stream, BackendError> {
-        let addr = self.addr();
-        let tcp = TcpStream::connect((self.upstream.host.as_str(), self.upstream.port))
+    async fn open_stream(&self, target: &InstanceAddr) -> Result<Stream, BackendError> {
+        let addr = target.to_string();
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|source| BackendError::Connect {
                 addr: addr.clone(),
@@ -196,8 +227,8 @@ impl Connector {
         let answer = tcp.read_u8().await?;
         match answer {
             b'S' => {
-                let name = ServerName::try_from(self.upstream.host.clone()).map_err(|e| {
-                    BackendError::Protocol(format!("bad server name {}: {e}", self.upstream.host))
+                let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+                    BackendError::Protocol(format!("bad server name {}: {e}", target.host))
                 })?;
                 let stream = tls
                     .connect(name, tcp)
@@ -232,8 +263,11 @@ impl Connector {
         cred: &Credential,
     ) -> Result<LoginProof, BackendError> {
         let timeout = self.timeout();
+        let addr = self.topology.writer_addr();
         let checking = async {
-            let (mut conn, proof) = self.open_logged_in(user, database, cred).await?;
+            let (mut conn, proof) = self
+                .open_logged_in(&addr, &[("user", user), ("database", database)], cred)
+                .await?;
             let mut out = BytesMut::new();
             build::terminate(&mut out);
             // Best effort: the server ends the session when the socket closes anyway.
@@ -243,7 +277,7 @@ impl Connector {
         match tokio::time::timeout(timeout, checking).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout {
-                addr: self.addr(),
+                addr: addr.to_string(),
                 secs: timeout.as_secs(),
             }),
         }
@@ -252,11 +286,16 @@ impl Connector {
     /// TCP, TLS by sslmode, StartupMessage, and the login up to AuthenticationOk.
     async fn open_logged_in(
         &self,
-        user: &str,
-        database: &str,
+        addr: &InstanceAddr,
+        startup: &[(&str, &str)],
         cred: &Credential,
     ) -> Result<(ServerConn, LoginProof), BackendError> {
-        let stream = self.open_stream().await?;
+        let user = startup
+            .iter()
+            .find(|(k, _)| *k == "user")
+            .map(|(_, v)| *v)
+            .unwrap_or_default();
+        let stream = self.open_stream(addr).await?;
         let now = Instant::now();
         let mut conn = ServerConn {
             stream,
@@ -266,6 +305,7 @@ impl Connector {
             cancel: CancelTarget {
                 process_id: 0,
                 secret: Bytes::new(),
+                target: None,
             },
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             created: now,
@@ -274,22 +314,30 @@ impl Connector {
             statements: Default::default(),
             broken: false,
             slot: None,
+            lease: None,
         };
         let mut out = BytesMut::new();
-        build::startup_message(&mut out, &[("user", user), ("database", database)]);
+        build::startup_message(&mut out, startup);
         conn.write_all(&out).await?;
-        let proof = self.login(&mut conn, user, cred).await?;
+        let proof = self.login(&mut conn, addr, user, cred).await?;
         Ok((conn, proof))
     }
 
     async fn connect_inner(
         &self,
+        target: &Arc<Target>,
+        endpoint: Endpoint,
         user: &str,
         database: &str,
         cred: &Credential,
         init_query: Option<&str>,
     ) -> Result<ServerConn, BackendError> {
-        let (mut conn, _) = self.open_logged_in(user, database, cred).await?;
+        let mut startup = vec![("user", user), ("database", database)];
+        if endpoint == Endpoint::Reader {
+            startup.push(("options", "-c default_transaction_read_only=on"));
+        }
+        let (mut conn, _) = self.open_logged_in(&target.addr, &startup, cred).await?;
+        conn.lease = Some(TargetLease::new(target.clone()));
         // Parameters, key, then ReadyForQuery.
         loop {
             let msg = conn.read_message().await?;
@@ -303,6 +351,7 @@ impl Connector {
                     conn.cancel = CancelTarget {
                         process_id: pid,
                         secret: Bytes::copy_from_slice(secret),
+                        target: Some(target.clone()),
                     };
                 }
                 backend::tag::ERROR_RESPONSE => {
@@ -333,8 +382,12 @@ impl Connector {
     /// Sends a CancelRequest for `target` over a fresh connection ("Canceling Requests in
     /// Progress"); the server closes it without answering.
     pub async fn cancel(&self, target: &CancelTarget) -> Result<(), BackendError> {
+        let addr = match &target.target {
+            Some(t) => t.addr.clone(),
+            None => self.topology.writer_addr(),
+        };
         let fut = async {
-            let mut stream = self.open_stream().await?;
+            let mut stream = self.open_stream(&addr).await?;
             let mut out = BytesMut::new();
             build::cancel_request(&mut out, target.process_id, &target.secret);
             stream.write_all(&out).await?;
@@ -348,7 +401,7 @@ impl Connector {
             .await
             .unwrap_or_else(|_| {
                 Err(BackendError::Timeout {
-                    addr: self.addr(),
+                    addr: addr.to_string(),
                     secs: timeout.as_secs(),
                 })
             })
@@ -365,6 +418,7 @@ impl Connector {
     async fn login(
         &self,
         conn: &mut ServerConn,
+        addr: &InstanceAddr,
         user: &str,
         cred: &Credential,
     ) -> Result<LoginProof, BackendError> {
@@ -420,7 +474,7 @@ impl Connector {
                         Credential::Password(p) => build::password_message(&mut out, p.as_bytes()),
                         Credential::Iam(source) => {
                             let token = source
-                                .token(&self.upstream.host, self.upstream.port, user)
+                                .token(&addr.host, addr.port, user)
                                 .await?;
                             build::password_message(&mut out, token.as_bytes());
                         }
@@ -587,7 +641,8 @@ pub(crate) mod fake {
             "postgres://127.0.0.1:{port}/?sslmode=disable"
         ))
         .unwrap();
-        let connector = Connector::new(upstream, Duration::from_secs(10), None).unwrap();
+        let topology = crate::topology::Topology::single(&upstream);
+        let connector = Connector::new(upstream, Duration::from_secs(10), None, topology).unwrap();
         (connector, task)
     }
 }

@@ -83,6 +83,22 @@ impl BackendError {
         }
     }
 
+    /// Whether a new connection failed the way a server that is down, restarting or failing
+    /// over fails: refused or unanswered, lost during login, or turned away at login with
+    /// 57P03 (starting up, shutting down, not accepting connections) or a shutdown's 57P01 /
+    /// 57P02. Such a failure is waited out and retried (up to connection_borrow_timeout),
+    /// never passed to the client as the end of its connection.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BackendError::Connect { .. }
+            | BackendError::Timeout { .. }
+            | BackendError::Closed
+            | BackendError::Io(_) => true,
+            BackendError::Server(f) => matches!(f.code.as_str(), "57P03" | "57P01" | "57P02"),
+            _ => false,
+        }
+    }
+
     /// Whether the failure is the server's verdict on the request (the connection may be fine).
     pub fn is_server_error(&self) -> bool {
         matches!(self, BackendError::Server(_))

@@ -140,6 +140,49 @@ impl Config {
                 "backend_iam_region",
                 self.iam.backend_region.clone().unwrap_or_default(),
             ),
+            (
+                "instance",
+                self.topology
+                    .instances
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "health_check_interval",
+                self.topology
+                    .health_check_interval
+                    .as_secs_f64()
+                    .to_string(),
+            ),
+            (
+                "health_check_user",
+                self.topology.health_check_user.clone().unwrap_or_default(),
+            ),
+            (
+                "health_check_database",
+                self.topology.health_check_database.clone(),
+            ),
+            (
+                "reader_listen",
+                self.topology
+                    .reader_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "off".into()),
+            ),
+            (
+                "reader_fallback",
+                self.topology.reader_fallback.as_str().to_string(),
+            ),
+            (
+                "max_replica_lag",
+                self.topology
+                    .max_replica_lag
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+                    .to_string(),
+            ),
         ]
     }
 }
@@ -196,7 +239,7 @@ mod tests {
         assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 43);
+        assert_eq!(entries.len(), 50);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

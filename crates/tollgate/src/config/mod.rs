@@ -5,6 +5,7 @@
 pub mod entries;
 pub mod iam;
 pub mod raw;
+pub mod topology;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use iam::{IamConfig, IamMode, IamVerifierKind};
 pub use raw::{RawConfig, SecretText};
+pub use topology::{InstanceAddr, ReaderFallback, TopologyConfig};
 pub use upstream::{SslMode, Upstream};
 
 /// When a backend connection goes back to the pool.
@@ -111,6 +113,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// IAM auth for clients and Tollgate's own IAM login to the database.
     pub iam: IamConfig,
+    /// Instances, health checks and the read-only endpoint.
+    pub topology: TopologyConfig,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -310,6 +314,10 @@ impl Config {
             ));
         }
         let iam = IamConfig::validate(&iam_raw, &upstream, tls.is_some())?;
+        let topology = TopologyConfig::validate(&iam_raw, upstream.database.as_deref())?;
+        if topology.reader_listen == Some(listen) && listen.port() != 0 {
+            return Err(invalid("reader_listen", "is the same address as listen"));
+        }
         let max_client_conn = raw.max_client_conn.unwrap_or(20_000) as usize;
         if max_client_conn == 0 {
             return Err(invalid("max_client_conn", "must be at least 1"));
@@ -399,6 +407,7 @@ impl Config {
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
             log_format,
             iam,
+            topology,
         })
     }
 }

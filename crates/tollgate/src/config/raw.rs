@@ -195,6 +195,36 @@ pub struct RawConfig {
     /// Region Tollgate signs its own tokens for [default: iam_region].
     #[arg(long, env = "TOLLGATE_BACKEND_IAM_REGION")]
     pub backend_iam_region: Option<String>,
+    /// The cluster's instances for plain PostgreSQL (HOST:PORT, repeatable; comma-separated in
+    /// the environment); Tollgate connects to them by address and finds the writer itself.
+    /// Empty: the upstream alone (Aurora: its instances are discovered).
+    #[arg(long, env = "TOLLGATE_INSTANCE", value_delimiter = ',')]
+    pub instance: Option<Vec<String>>,
+
+    /// Seconds between health checks of each instance (faster during a failover) [default: 1].
+    #[arg(long, env = "TOLLGATE_HEALTH_CHECK_INTERVAL")]
+    pub health_check_interval: Option<f64>,
+
+    /// The user Tollgate's health checks log in as (plaintext password in the auth file, or
+    /// backend_iam); required with instance or reader_listen.
+    #[arg(long, env = "TOLLGATE_HEALTH_CHECK_USER")]
+    pub health_check_user: Option<String>,
+
+    /// The database health checks log in to [default: the upstream's, else postgres].
+    #[arg(long, env = "TOLLGATE_HEALTH_CHECK_DATABASE")]
+    pub health_check_database: Option<String>,
+
+    /// A second listener whose sessions run on readers only (RDS Proxy's READ_ONLY endpoint).
+    #[arg(long, env = "TOLLGATE_READER_LISTEN")]
+    pub reader_listen: Option<String>,
+
+    /// writer | wait | error: what reader_listen does with no reader up [default: wait].
+    #[arg(long, env = "TOLLGATE_READER_FALLBACK")]
+    pub reader_fallback: Option<String>,
+
+    /// Seconds a reader may lag behind the writer and stay in the reader set (0: no bound).
+    #[arg(long, env = "TOLLGATE_MAX_REPLICA_LAG")]
+    pub max_replica_lag: Option<f64>,
 }
 
 /// A setting whose value is a secret: kept as given, never shown by `Debug`.
@@ -283,6 +313,13 @@ impl RawConfig {
             iam_delegate_max_checks,
             backend_iam,
             backend_iam_region,
+            instance,
+            health_check_interval,
+            health_check_user,
+            health_check_database,
+            reader_listen,
+            reader_fallback,
+            max_replica_lag,
         )
     }
 }

@@ -70,6 +70,9 @@ pub struct Stats {
     pub clients_closed: Counter,
     /// Requests sent again on another backend because the first died before answering.
     pub backend_retries: Counter,
+    /// Backends lost under a request that could not be sent again (the client got an error
+    /// and kept its connection).
+    pub backends_lost: Counter,
     /// Clients refused during startup or login, by reason.
     pub setup_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// IAM auth tokens accepted, by how (`local`, `delegate`, `delegate_cache`).

@@ -13,6 +13,23 @@ use crate::sync::lock;
 /// process-wide total; `tollgate_pools` says how many there are.
 pub const MAX_POOLS_EXPORTED: usize = 500;
 
+/// One database instance's state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetMetrics {
+    /// `host:port`.
+    pub target: String,
+    /// writer | reader | unknown.
+    pub role: &'static str,
+    /// Whether it takes sessions now.
+    pub up: bool,
+    /// Share of the last minute's checks that found it up (RDS Proxy: AvailabilityPercentage).
+    pub availability: Option<f64>,
+    /// Data-path connections open to it.
+    pub connections: u64,
+    /// Replica lag behind the writer, seconds (readers).
+    pub lag_secs: Option<f64>,
+}
+
 /// Process-wide counts and the per-pool rows (at most [`MAX_POOLS_EXPORTED`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
@@ -26,6 +43,14 @@ pub struct MetricsSnapshot {
     pub clients_closed: u64,
     /// Requests sent again on another backend because the first died before answering.
     pub backend_retries: u64,
+    /// Backends lost under a request that could not be sent again.
+    pub backends_lost: u64,
+    /// Every database instance behind Tollgate.
+    pub targets: Vec<TargetMetrics>,
+    /// Writer failovers since start.
+    pub failovers: u64,
+    /// The last failover's duration, seconds.
+    pub last_failover_secs: Option<f64>,
     /// Pins by reason, every reason listed (zeros included).
     pub pins: Vec<(&'static str, u64)>,
     /// Cancels forwarded to a backend.
@@ -168,6 +193,27 @@ impl MetricsSnapshot {
             setup_failures,
             clients_closed: stats.clients_closed.get(),
             backend_retries: stats.backend_retries.get(),
+            backends_lost: stats.backends_lost.get(),
+            targets: pools
+                .connector()
+                .topology()
+                .views()
+                .into_iter()
+                .map(|v| TargetMetrics {
+                    target: v.addr.to_string(),
+                    role: v.role.as_str(),
+                    up: v.health == crate::topology::Health::Up,
+                    availability: v.availability,
+                    connections: v.connections,
+                    lag_secs: v.lag.map(|d| d.as_secs_f64()),
+                })
+                .collect(),
+            failovers: pools.connector().topology().failovers.get(),
+            last_failover_secs: pools
+                .connector()
+                .topology()
+                .last_failover()
+                .map(|d| d.as_secs_f64()),
             pins: PinReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), stats.pins_for(*r)))

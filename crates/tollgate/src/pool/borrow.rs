@@ -6,7 +6,13 @@ use super::queue::Grant;
 use super::{close_all, DecOnDrop, Pool, PoolError, Slot};
 use crate::backend::ServerConn;
 use crate::sync::lock;
+use crate::topology::Pick;
 use std::time::{Duration, Instant};
+
+/// First pause before retrying a connection that failed as a down server does.
+const RETRY_FIRST: Duration = Duration::from_millis(25);
+/// Longest pause between such retries (the health checks usually end the wait sooner).
+const RETRY_MAX: Duration = Duration::from_millis(500);
 use tokio::sync::oneshot;
 
 impl Pool {
@@ -62,7 +68,8 @@ impl Pool {
                         // See idle.rs: the readiness check is free, the peek only for
                         // connections idle long enough not to be the hot path.
                         if !conn.looks_alive()
-                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
+                            || ((conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
+                                || self.loss_recent())
                                 && !conn.peek_alive())
                         {
                             dead.push(conn);
@@ -86,7 +93,7 @@ impl Pool {
         self.closed_dead(dead, Noticed::Borrow);
         match next {
             Next::Ready(conn) => Ok(conn),
-            Next::Open(slot) => Box::pin(self.open(slot)).await,
+            Next::Open(slot) => Box::pin(self.open(slot, deadline, started)).await,
             Next::Wait(mut rx, global_bound) => {
                 if global_bound {
                     self.global.mark_blocked(self.weak_self.clone());
@@ -108,7 +115,7 @@ impl Pool {
                 };
                 match grant {
                     Grant::Conn(conn) => Ok(conn),
-                    Grant::Permit(slot) => Box::pin(self.open(slot)).await,
+                    Grant::Permit(slot) => Box::pin(self.open(slot, deadline, started)).await,
                 }
             }
         }
@@ -135,26 +142,78 @@ impl Pool {
         }
     }
 
-    async fn open(&self, slot: Slot) -> Result<ServerConn, PoolError> {
+    /// Opens a connection on the instance the topology picks. A failure of the kind a
+    /// restart or failover causes (refused, unanswered, 57P03 at login: see
+    /// `BackendError::is_transient`) is waited out: the health checks are woken, and the
+    /// attempt repeats on the next topology change or after a short backoff, until the
+    /// borrow deadline. So clients meet a restart or a failover as latency, not as an error.
+    async fn open(
+        &self,
+        slot: Slot,
+        deadline: tokio::time::Instant,
+        started: Instant,
+    ) -> Result<ServerConn, PoolError> {
         let cred = lock(&self.credential)
             .clone()
             .ok_or(PoolError::ShuttingDown)?;
-        let mut conn = match self
-            .connector
-            .connect(&self.key.user, &self.key.database, &cred)
-            .await
-        {
-            Ok(c) => {
-                self.stats.setup_succeeded.inc();
-                self.global.set_available(true);
-                c
-            }
-            Err(e) => {
-                self.stats.setup_failed.inc();
-                if !e.is_server_error() {
-                    self.global.set_available(false);
+        let topology = self.connector.topology().clone();
+        let mut changes = topology.subscribe();
+        let mut backoff = RETRY_FIRST;
+        let mut conn = loop {
+            changes.borrow_and_update();
+            let why = match topology.pick(self.key.endpoint) {
+                Pick::Target(target) => match self
+                    .connector
+                    .connect(
+                        &target,
+                        self.key.endpoint,
+                        &self.key.user,
+                        &self.key.database,
+                        &cred,
+                    )
+                    .await
+                {
+                    Ok(c) => {
+                        self.stats.setup_succeeded.inc();
+                        self.global.set_available(true);
+                        topology.connect_succeeded(&target);
+                        break c;
+                    }
+                    Err(e) if e.is_transient() => {
+                        self.stats.setup_failed.inc();
+                        self.global.set_available(false);
+                        topology.connect_failed(&target, &e.to_string());
+                        self.note_loss();
+                        tracing::info!(pool = %self.key, target = %target.addr, error = %e,
+                            "backend connection failed the way a restart or failover does; waiting and retrying");
+                        e.to_string()
+                    }
+                    Err(e) => {
+                        self.stats.setup_failed.inc();
+                        return Err(e.into());
+                    }
+                },
+                Pick::Wait(why) => why.to_string(),
+                Pick::Refuse(why) => {
+                    return Err(PoolError::NoTarget {
+                        pool: self.key.to_string(),
+                        why: why.to_string(),
+                        waited_secs: 0,
+                    })
                 }
-                return Err(e.into());
+            };
+            let wake = tokio::time::Instant::now() + backoff;
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+                _ = changes.changed() => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PoolError::NoTarget {
+                    pool: self.key.to_string(),
+                    why,
+                    waited_secs: started.elapsed().as_secs(),
+                });
             }
         };
         conn.slot = Some(slot);

@@ -33,6 +33,17 @@ pub enum PoolError {
         /// The max_pools setting.
         limit: usize,
     },
+    /// No instance could serve the pool within the borrow timeout (the database restarting,
+    /// a failover with no new writer yet, no reader up) or at once (reader_fallback = error).
+    #[error("pool {pool}: {why}{}; the request was not run. Retry; if this lasts, check the database instances (SHOW TARGETS) or raise connection_borrow_timeout", if *.waited_secs > 0 { format!(" (waited {} s)", .waited_secs) } else { String::new() })]
+    NoTarget {
+        /// `user/database`.
+        pool: String,
+        /// The last reason.
+        why: String,
+        /// How long the client waited.
+        waited_secs: u64,
+    },
     /// Opening a new connection failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -48,6 +59,7 @@ impl PoolError {
             PoolError::Exhausted { .. } => "53300",
             PoolError::Paused { .. } => "57P03",
             PoolError::TooManyPools { .. } => "53300",
+            PoolError::NoTarget { .. } => "08001",
             PoolError::Backend(e) => e.sqlstate(),
             PoolError::ShuttingDown => "57P01",
         }

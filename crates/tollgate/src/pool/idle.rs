@@ -147,6 +147,7 @@ impl Pool {
         if dead.is_empty() {
             return;
         }
+        self.note_loss();
         self.global.count_dead_idle(dead.len());
         for c in dead {
             tracing::info!(pool = %self.key, pid = c.cancel.process_id,
@@ -217,6 +218,37 @@ impl Pool {
         self.closed_dead(dead, Noticed::Maintain);
     }
 
+    /// Closes idle connections whose instance no longer serves this pool's endpoint.
+    pub fn close_idle_unservable(&self) {
+        let topology = self.connector.topology();
+        let gone: Vec<_> = {
+            let mut st = lock(&self.state);
+            let mut keep = VecDeque::with_capacity(st.idle.len());
+            let mut gone = Vec::new();
+            for c in st.idle.drain(..) {
+                let serves = c
+                    .lease
+                    .as_ref()
+                    .is_none_or(|l| topology.still_serves(self.key.endpoint, l.target()));
+                if serves {
+                    keep.push_back(c);
+                } else {
+                    gone.push(c);
+                }
+            }
+            st.idle = keep;
+            gone
+        };
+        if !gone.is_empty() {
+            tracing::info!(pool = %self.key, closed = gone.len(),
+                "closed idle backend connections to an instance that no longer serves this pool");
+        }
+        for _ in &gone {
+            self.global.remove_idle();
+        }
+        close_all(gone);
+    }
+
     /// Closes every idle connection (shutdown).
     pub fn close_idle(&self) {
         let idle: Vec<_> = {
@@ -257,6 +289,7 @@ mod tests {
             cancel: CancelTarget {
                 process_id: id as i32,
                 secret: Bytes::new(),
+                target: None,
             },
             id,
             created: now,
@@ -264,6 +297,7 @@ mod tests {
             tx_status: tollgate_wire::TxStatus::Idle,
             broken: false,
             slot: None,
+            lease: None,
             statements: Default::default(),
         };
         (conn, theirs)
@@ -271,7 +305,8 @@ mod tests {
 
     fn pool() -> Arc<Pool> {
         let upstream = crate::config::upstream::parse_upstream("postgres://127.0.0.1:1/x").unwrap();
-        let connector = Connector::new(upstream, Duration::from_secs(1), None).unwrap();
+        let topology = crate::topology::Topology::single(&upstream);
+        let connector = Connector::new(upstream, Duration::from_secs(1), None, topology).unwrap();
         let settings = PoolSettings {
             pool_size: 4,
             max_pools: 10,
@@ -284,6 +319,7 @@ mod tests {
         let key = PoolKey {
             database: "db".into(),
             user: "app".into(),
+            endpoint: crate::topology::Endpoint::Writer,
         };
         Pool::new(
             key,

@@ -29,11 +29,19 @@ use crate::backend::{Connector, Credential, ServerConn};
 use crate::metrics::{Gauge, PoolStats};
 use crate::params::ParamSet;
 use crate::sync::lock;
+use crate::topology::Endpoint;
 use queue::Grant;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// A process-wide origin for the pools' coarse timestamps.
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// How long after a backend died every borrow probes its connection's socket.
+const LOSS_PROBE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Limits every pool shares.
 #[derive(Debug, Clone, Copy)]
@@ -61,11 +69,16 @@ pub struct PoolKey {
     pub database: String,
     /// User name.
     pub user: String,
+    /// The endpoint its clients came in on: the writer's pools and the readers' are apart.
+    pub endpoint: Endpoint,
 }
 
 impl std::fmt::Display for PoolKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.user, self.database)
+        match self.endpoint {
+            Endpoint::Writer => write!(f, "{}/{}", self.user, self.database),
+            Endpoint::Reader => write!(f, "{}/{} (read-only)", self.user, self.database),
+        }
     }
 }
 
@@ -118,6 +131,10 @@ pub struct Pool {
     baseline: Mutex<Option<ParamSet>>,
     /// Notices idle connections the server ended.
     watch: idle::IdleWatch,
+    /// When this pool last saw a backend die (ms after `EPOCH`, 0: never): for a while after,
+    /// every borrow probes the socket, because a restart or failover kills the idle
+    /// connections all at once and the next borrows would otherwise race their goodbyes.
+    last_loss_ms: std::sync::atomic::AtomicU64,
     weak_self: Weak<Pool>,
 }
 
@@ -144,6 +161,7 @@ impl Pool {
             credential: Mutex::new(None),
             baseline: Mutex::new(None),
             watch: idle::IdleWatch::new(),
+            last_loss_ms: std::sync::atomic::AtomicU64::new(0),
             weak_self: weak.clone(),
         });
         global.register(Arc::downgrade(&pool));
@@ -197,6 +215,25 @@ impl Pool {
             self.put(conn);
         }
         let _ = self.grant_waiters();
+    }
+
+    /// Records that a backend of this pool died (lost under a request, found dead idle, or a
+    /// connection attempt failed the way a down server fails).
+    pub fn note_loss(&self) {
+        let now = EPOCH.elapsed().as_millis() as u64;
+        self.last_loss_ms
+            .store(now.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a backend died within [`LOSS_PROBE_WINDOW`].
+    pub(super) fn loss_recent(&self) -> bool {
+        match self.last_loss_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let now = EPOCH.elapsed().as_millis() as u64;
+                now.saturating_sub(at) < LOSS_PROBE_WINDOW.as_millis() as u64
+            }
+        }
     }
 
     /// Whether the pool is paused.

@@ -40,7 +40,13 @@ impl Pool {
     /// Gives a connection back after use. Broken, mid-transaction or over-age connections are
     /// closed instead of lent again.
     pub fn put(&self, conn: ServerConn) {
+        let serves = conn.lease.as_ref().is_none_or(|l| {
+            self.connector
+                .topology()
+                .still_serves(self.key.endpoint, l.target())
+        });
         if conn.broken
+            || !serves
             || conn.tx_status != TxStatus::Idle
             || conn.created.elapsed() >= self.settings().server_lifetime
         {

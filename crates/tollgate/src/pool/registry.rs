@@ -252,6 +252,14 @@ impl Pools {
         self.after_free(freed);
     }
 
+    /// Closes idle connections to instances that no longer serve their pool's endpoint (the
+    /// writer moved, an instance went down or left the reader set).
+    pub fn close_unservable(&self) {
+        for p in self.all() {
+            p.close_idle_unservable();
+        }
+    }
+
     /// Closes all idle connections (shutdown).
     pub fn close_idle(&self) {
         for p in self.all() {
@@ -278,7 +286,8 @@ mod tests {
 
     fn pools(max_pools: usize, server_idle_timeout: Duration) -> Pools {
         let upstream = crate::config::upstream::parse_upstream("postgres://127.0.0.1:1/x").unwrap();
-        let connector = Connector::new(upstream, Duration::from_secs(1), None).unwrap();
+        let topology = crate::topology::Topology::single(&upstream);
+        let connector = Connector::new(upstream, Duration::from_secs(1), None, topology).unwrap();
         Pools::new(
             settings(max_pools, server_idle_timeout),
             Arc::new(connector),
@@ -289,6 +298,7 @@ mod tests {
         PoolKey {
             database: db.into(),
             user: "app".into(),
+            endpoint: crate::topology::Endpoint::Writer,
         }
     }
 

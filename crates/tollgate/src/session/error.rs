@@ -137,6 +137,7 @@ impl SessionError {
             SessionError::Pool(PoolError::Paused { .. }) => "pool_paused",
             SessionError::Pool(PoolError::TooManyPools { .. }) => "too_many_pools",
             SessionError::Killed => "killed",
+            SessionError::Pool(PoolError::NoTarget { .. }) => "no_target",
             SessionError::Pool(PoolError::Backend(_)) | SessionError::Backend(_) => "backend_error",
             SessionError::ServerLost(_) => "backend_lost",
             SessionError::IdleTimeout(_) => "idle_timeout",

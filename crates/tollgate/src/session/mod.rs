@@ -6,6 +6,7 @@ pub mod authenticate;
 pub mod buffers;
 pub mod client;
 pub mod error;
+pub mod lost;
 pub mod prepared;
 pub mod relay;
 pub mod startup;
@@ -14,6 +15,7 @@ use crate::config::PoolMode;
 use crate::params::{is_tracked, parse_options, valid_name, ParamSet};
 use crate::pool::PoolKey;
 use crate::shared::Shared;
+use crate::topology::Endpoint;
 use bytes::BytesMut;
 use client::ClientConn;
 use error::SessionError;
@@ -24,8 +26,8 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tollgate_wire::{build, TxStatus};
 
-/// Serves one accepted connection to the end.
-pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection to the end; `endpoint` says which listener took it.
+pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) {
     let started = Instant::now();
     let login_timeout = shared.live().client_login_timeout;
     let negotiated = tokio::time::timeout(
@@ -63,7 +65,16 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         .unwrap_or_else(|| user.clone());
     let tls = client.stream.is_tls();
 
-    let result = serve(&shared, &mut client, &user, &database, params, started).await;
+    let result = serve(
+        &shared,
+        &mut client,
+        &user,
+        &database,
+        params,
+        started,
+        endpoint,
+    )
+    .await;
     match result {
         Ok(end) => {
             // Explicit fields rather than a span: a span would be kept for the whole session,
@@ -122,6 +133,7 @@ async fn serve(
     database: &str,
     params: Vec<(String, String)>,
     started: Instant,
+    endpoint: Endpoint,
 ) -> Result<End, (SessionError, bool)> {
     let not_in = |e: SessionError| (e, false);
     if user.is_empty() {
@@ -153,6 +165,7 @@ async fn serve(
     let key = PoolKey {
         database: shared.pools.connector().database_for(database).to_string(),
         user: user.to_string(),
+        endpoint,
     };
     let console = key.database == crate::admin::console::DATABASE;
     let cred = match tokio::time::timeout(

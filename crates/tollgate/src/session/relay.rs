@@ -9,6 +9,7 @@
 
 use super::client::ClientConn;
 use super::error::SessionError;
+use super::lost::{self, Failure, Owed};
 use super::prepared::ClientStatements;
 use crate::backend::ServerConn;
 use crate::cancel::CancelKey;
@@ -25,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tollgate_wire::flow::Flow;
 use tollgate_wire::scanner::Scanner;
 use tollgate_wire::{frontend, TxStatus};
@@ -66,14 +67,20 @@ pub struct Relay<'a> {
     /// Bytes were written towards each peer and may sit in a TLS buffer until flushed.
     server_unflushed: bool,
     client_unflushed: bool,
-    /// The backend ended the session with FATAL/PANIC; end once the client has been told.
-    server_fatal: bool,
+    /// The backend ended its session with FATAL/PANIC (not forwarded): the loss to report.
+    server_fatal: Option<Failure>,
+    /// What the client is owed after its backend was lost (see `lost.rs`).
+    owed: Owed,
     /// The client's raw bytes consumed since this backend was attached, kept while nothing of
     /// the backend's answer has reached the client, so a backend that turns out dead can be
     /// replaced and the request sent again (None once that is no longer possible).
     replay: Option<BytesMut>,
     /// Backends replaced for the current request.
     retries: u32,
+    /// Bytes of the client's request were written to the held backend: from then on a
+    /// failure is not retried (the server may have run it; resending a write could apply it
+    /// twice, which PostgreSQL itself would never do).
+    sent_to_server: bool,
     /// The backend failed before answering and the request is to be sent again (why).
     retry_due: Option<String>,
     /// The client's own startup settings (packet parameters and `options`): what RESET puts
@@ -181,10 +188,12 @@ impl<'a> Relay<'a> {
             to_client: BytesMut::new(),
             server_unflushed: false,
             client_unflushed: false,
-            server_fatal: false,
+            server_fatal: None,
+            owed: Owed::default(),
             replay: None,
             retries: 0,
             retry_due: None,
+            sent_to_server: false,
             pending_resets: Vec::new(),
             startup: Vec::new(),
             restore_due: Vec::new(),
@@ -216,10 +225,22 @@ impl<'a> Relay<'a> {
         conn
     }
 
-    /// Takes a backend and makes it match the client.
+    /// Takes a backend and makes it match the client. A backend that dies while its
+    /// settings are applied (nothing of the client's was sent yet) is replaced.
     pub async fn borrow(&mut self) -> Result<(), SessionError> {
-        let conn = self.take_from_pool().await?;
-        self.attach(conn).await
+        let mut attempts = 0;
+        loop {
+            let conn = self.take_from_pool().await?;
+            match self.attach(conn).await {
+                Err(SessionError::ServerLost(why)) if attempts < MAX_RETRIES => {
+                    attempts += 1;
+                    self.shared.stats.backend_retries.inc();
+                    tracing::info!(peer = %self.client.peer, pool = %self.pool.key, error = %why,
+                        "backend failed while taking the client's settings; taking another");
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Applies the client's settings to `conn` and makes it this session's backend.
@@ -281,6 +302,7 @@ impl<'a> Relay<'a> {
         }
         self.live = self.shared.live();
         self.server = Some(conn);
+        self.sent_to_server = false;
         self.flow = Flow::new();
         if self.to_server.capacity() == 0 {
             self.to_server = super::buffers::take();
@@ -357,14 +379,22 @@ impl<'a> Relay<'a> {
         loop {
             // Re-read each turn: a reload reaches this session at its next borrow.
             let idle_timeout = self.live.idle_client_timeout;
-            if self.server.is_none() && self.to_client.is_empty() {
+            if self.server.is_none() && self.owed.active() && self.answer_owed()? {
+                return Ok(End::Terminated);
+            }
+            if self.server.is_none() && !self.owed.active() && self.to_client.is_empty() {
                 match self.first_request()? {
                     FirstRequest::None => {}
                     FirstRequest::Terminate => return Ok(End::Terminated),
                     FirstRequest::Ready if self.draining => return Err(SessionError::ShuttingDown),
                     // Boxed: a borrow's future is large and an idle session should not carry
                     // its space while it waits for the client.
-                    FirstRequest::Ready => Box::pin(self.borrow()).await?,
+                    FirstRequest::Ready => {
+                        if let Err(e) = Box::pin(self.borrow()).await {
+                            self.refuse(e)?;
+                            continue;
+                        }
+                    }
                 }
             }
             if self.server.is_some() {
@@ -373,11 +403,14 @@ impl<'a> Relay<'a> {
                 }
                 self.process_server()?;
                 if let Some(why) = self.retry_due.take() {
-                    self.retry(&why).await?;
+                    if let Err(e) = self.retry(&why).await {
+                        self.refuse(e)?;
+                    }
                     continue;
                 }
-                if self.server_fatal {
-                    return Err(self.end_after_fatal().await);
+                if let Some(cause) = self.server_fatal.take() {
+                    self.lose_backend(cause)?;
+                    continue;
                 }
             }
             self.maybe_release();
@@ -411,10 +444,13 @@ impl<'a> Relay<'a> {
                         Err(IoError::ClientClosed) => return Ok(End::Disconnected),
                         Err(IoError::Server(why)) => {
                             if self.retry_possible() {
-                                self.retry(&why).await?;
+                                if let Err(e) = self.retry(&why).await {
+                                    self.refuse(e)?;
+                                }
                                 continue;
                             }
-                            return Err(self.server_lost(why));
+                            self.lose_backend(Failure { code: "08006".into(), message: why })?;
+                            continue;
                         }
                     };
                     // Traffic either way counts as activity: a long query is not idleness.
@@ -532,6 +568,7 @@ impl<'a> Relay<'a> {
                         Poll::Ready(Ok(n)) => {
                             self.to_server.advance(n);
                             self.server_unflushed = true;
+                            self.sent_to_server = true;
                             moved = true;
                         }
                         Poll::Ready(Err(e)) => {
@@ -611,23 +648,141 @@ impl<'a> Relay<'a> {
         self.draining && self.server.is_none()
     }
 
-    /// The backend ended the session with a FATAL error: give the client what it has been
-    /// sent (the error included), bounded in time, then end.
-    async fn end_after_fatal(&mut self) -> SessionError {
-        let out = std::mem::take(&mut self.to_client);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            let _ = self.client.stream.write_all(&out).await;
-            let _ = self.client.stream.flush().await;
-        })
-        .await;
-        let _ = self.server_lost("the database ended the session".into());
-        SessionError::ClientIo(std::io::ErrorKind::ConnectionAborted.into())
+    /// Answers from [`Owed`] what the client sent while it is owed something (no backend is
+    /// taken for those bytes). True when the client sent Terminate.
+    fn answer_owed(&mut self) -> Result<bool, SessionError> {
+        let max = self.live.max_message_size;
+        loop {
+            match self
+                .owed
+                .step(&self.client.rbuf, max, &mut self.to_client)?
+            {
+                lost::Step::Consumed(n) => self.client.rbuf.advance(n),
+                lost::Step::NeedMore | lost::Step::Done => return Ok(false),
+                lost::Step::Terminate => return Ok(true),
+            }
+        }
+    }
+
+    /// A borrow failed. Where the client can be told and carry on (nothing freed up, no
+    /// instance could serve, the backend failed), its request gets the error as an ERROR and
+    /// its connection stays open, as with any failed statement; anything else ends the session.
+    fn refuse(&mut self, e: SessionError) -> Result<(), SessionError> {
+        let keeps_client = match &e {
+            SessionError::Pool(p) => {
+                !matches!(p, PoolError::ShuttingDown | PoolError::TooManyPools { .. })
+            }
+            SessionError::ServerLost(_) => true,
+            _ => false,
+        };
+        if !keeps_client || self.draining {
+            return Err(e);
+        }
+        tracing::warn!(peer = %self.client.peer, pool = %self.pool.key, reason = e.reason(), error = %e,
+            "request refused; the client keeps its connection");
+        self.owed.pending = Some(Failure {
+            code: e.sqlstate().unwrap_or("08006").to_string(),
+            message: e.message(),
+        });
+        Ok(())
+    }
+
+    /// The backend died under a request (or ended its session with FATAL) and the request
+    /// cannot be sent elsewhere: tell the client once, as an ERROR, and keep its connection.
+    /// Every batch the backend owed gets the error and a ReadyForQuery; a batch the client is
+    /// still sending is skipped to its Sync; a transaction that was open is gone, so the
+    /// client's statements fail with 25P02 until it ends it (see `lost.rs`). Only a server
+    /// message cut off halfway on its way to the client leaves nothing to say: then the
+    /// session ends.
+    fn lose_backend(&mut self, cause: Failure) -> Result<(), SessionError> {
+        if self.s_scan.mid_message() {
+            return Err(self.server_lost(cause.message));
+        }
+        let in_tx = self.in_transaction
+            || self
+                .server
+                .as_ref()
+                .is_some_and(|s| s.tx_status != TxStatus::Idle);
+        let session_state = self.mode() == PoolMode::Session || self.pinned.is_some();
+        let owed_batches = self.flow.unanswered_batches();
+        let mid_batch = self.flow.client_mid_batch();
+        if let Some(server) = self.server.as_mut() {
+            // Parses the server never answered did not happen.
+            for batch in self.flow.current_batch()..=self.flow.next_batch() {
+                for name in server.statements.on_error(batch) {
+                    self.statements.forget(&name);
+                }
+            }
+        }
+        let discard = self.c_scan.remaining();
+        if let Some(mut dead) = self.detach() {
+            dead.broken = true;
+            drop(dead);
+        }
+        if self.pinned.take().is_some() {
+            self.pool.stats.pinned.dec();
+        }
+        self.shared.stats.backends_lost.inc();
+        self.pool.note_loss();
+        let mut message = format!(
+            "the database connection serving this client was lost ({}: {}); the database may \
+             have restarted or failed over. What was running did not complete; a COMMIT in \
+             flight may or may not have been applied, so check before retrying it. This \
+             connection to Tollgate stays open",
+            cause.code, cause.message
+        );
+        if in_tx {
+            message.push_str("; the transaction is gone: send ROLLBACK, then run it again");
+        }
+        message.push('.');
+        if session_state {
+            message.push_str(
+                " This session's state on the server (temporary tables, PREPAREd statements, \
+                 settings changed with SET, advisory locks, LISTEN) is gone too.",
+            );
+        }
+        tracing::warn!(peer = %self.client.peer, pool = %self.pool.key, code = %cause.code, error = %cause.message,
+            in_transaction = in_tx, owed_batches, "backend lost under a request; the client keeps its connection");
+        let code = if cause.code.is_empty() {
+            "08006".to_string()
+        } else {
+            cause.code
+        };
+        self.owed.aborted = in_tx;
+        let status = self.owed.status();
+        for _ in 0..owed_batches {
+            lost::error(&mut self.to_client, &code, &message);
+            tollgate_wire::build::ready_for_query(&mut self.to_client, status);
+        }
+        if mid_batch {
+            lost::error(&mut self.to_client, &code, &message);
+            self.owed.skip_to_sync = true;
+        } else if owed_batches == 0 && (in_tx || session_state) {
+            self.owed.pending = Some(Failure { code, message });
+        }
+        self.owed.discard = discard;
+        self.flow = Flow::new();
+        self.c_scan = Scanner::new();
+        self.s_scan = Scanner::new();
+        self.to_server.clear();
+        self.server_unflushed = false;
+        self.replay = None;
+        self.retries = 0;
+        self.restore_due.clear();
+        self.restoring = false;
+        self.pending_resets.clear();
+        self.request_started = None;
+        self.sent_at = None;
+        Ok(())
     }
 
     /// Whether the backend that just failed can be replaced transparently: nothing of its
     /// answer reached the client, and the client's request since it was attached is kept.
-    fn retry_possible(&self) -> bool {
-        self.replay.is_some() && self.retries < MAX_RETRIES && !self.draining
+    pub(super) fn retry_possible(&self) -> bool {
+        self.replay.is_some()
+            && self.retries < MAX_RETRIES
+            && !self.draining
+            && !self.sent_to_server
     }
 
     /// Replaces a backend that died before answering: closes it, takes another and puts the
@@ -651,7 +806,7 @@ impl<'a> Relay<'a> {
         self.s_scan = Scanner::new();
         self.to_server.clear();
         self.server_unflushed = false;
-        self.server_fatal = false;
+        self.server_fatal = None;
         self.request_started = None;
         self.sent_at = None;
         let retries = self.retries;

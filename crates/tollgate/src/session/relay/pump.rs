@@ -480,17 +480,20 @@ impl Relay<'_> {
                             if let Ok(f) = backend::parse_error_fields(body) {
                                 if f.severity == "FATAL" || f.severity == "PANIC" {
                                     server.broken = true;
-                                    if self.replay.is_some()
-                                        && self.to_client.len() == before
-                                        && self.retries < super::MAX_RETRIES
-                                    {
+                                    if self.retry_possible() && self.to_client.len() == before {
                                         // Nothing of this backend's answer reached the client:
                                         // the loop replaces it and sends the request again.
                                         self.retry_due =
                                             Some(format!("{} ({})", f.message, f.code));
                                         return Ok(());
                                     }
-                                    self.server_fatal = true;
+                                    // Not forwarded: the relay tells the client as an
+                                    // ERROR and keeps its connection (lose_backend).
+                                    forward = false;
+                                    self.server_fatal = Some(super::lost::Failure {
+                                        code: f.code.clone(),
+                                        message: f.message.clone(),
+                                    });
                                 }
                             }
                         }
@@ -514,7 +517,7 @@ impl Relay<'_> {
                     if restore {
                         self.inject_restore();
                     }
-                    if self.server_fatal {
+                    if self.server_fatal.is_some() {
                         break;
                     }
                 }
