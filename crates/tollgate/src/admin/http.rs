@@ -188,10 +188,24 @@ pub fn route(req: &Request, shared: &Shared) -> Response {
         "/healthz" => Response::text(200, "ok\n"),
         "/readyz" => {
             let global = shared.pools.global();
+            // With health checks the writer's last check decides (a failover in progress is
+            // not ready); without, the last connection attempt does.
+            let topology = &shared.topology;
+            let (available, target) = if topology.checks_enabled() {
+                match topology.writer() {
+                    Some(w) => (
+                        w.health() == crate::topology::Health::Up,
+                        w.addr.to_string(),
+                    ),
+                    None => (false, "any instance (no writer)".to_string()),
+                }
+            } else {
+                (global.available(), shared.pools.connector().addr())
+            };
             match readiness(
                 *shared.shutdown.borrow(),
-                global.available(),
-                &shared.pools.connector().addr(),
+                available,
+                &target,
                 shared.auth.user_count(),
                 shared.iam.state().accepts_tokens() && shared.backend_iam.is_some(),
             ) {
