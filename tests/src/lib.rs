@@ -7,6 +7,7 @@ pub mod raw;
 pub mod connected;
 pub mod http;
 pub mod iam;
+pub mod moto;
 pub mod pg_tls;
 pub mod pgbench;
 pub mod poll;

@@ -24,6 +24,12 @@ const MOCK_SALT_LEN: usize = 16;
 /// Drives the server half of one SCRAM-SHA-256 exchange: client-first in, client-final in.
 pub struct ScramServer {
     verifier: ScramVerifier,
+    /// Further verifiers with the same salt and iteration count that also admit the client
+    /// (a rotated secret's AWSPREVIOUS password during the rotation window).
+    others: Vec<ScramVerifier>,
+    /// After a wrong proof: the AuthMessage and the proof, so the caller can check them
+    /// against a verifier it learns only now (a secret re-read), without a new exchange.
+    failed: Option<(String, [u8; 32])>,
     /// Set for unknown users: the exchange runs to the end and then fails.
     doomed: bool,
     state: State,
@@ -55,8 +61,20 @@ pub struct ScramSuccess {
 impl ScramServer {
     /// Starts an exchange that checks the client against `verifier`.
     pub fn new(verifier: ScramVerifier) -> Self {
+        Self::with_alternates(verifier, Vec::new())
+    }
+
+    /// Starts an exchange that admits a client proving any of `verifier` and `others`; they
+    /// must share `verifier`'s salt and iteration count (those are what the client is sent).
+    pub fn with_alternates(verifier: ScramVerifier, others: Vec<ScramVerifier>) -> Self {
+        let others = others
+            .into_iter()
+            .filter(|o| o.salt == verifier.salt && o.iterations == verifier.iterations)
+            .collect();
         Self {
             verifier,
+            others,
+            failed: None,
             doomed: false,
             state: State::AwaitingClientFirst,
         }
@@ -87,6 +105,8 @@ impl ScramServer {
         };
         Self {
             verifier,
+            others: Vec::new(),
+            failed: None,
             doomed: true,
             state: State::AwaitingClientFirst,
         }
@@ -201,19 +221,51 @@ impl ScramServer {
             "{},{},{}",
             ex.client_first_bare, ex.server_first, without_proof
         );
-        let client_signature = hmac_sha256(&self.verifier.stored_key, &[auth_message.as_bytes()]);
-        let client_key = xor32(&proof, &client_signature);
-        let proof_ok = ct_eq(&sha256(&client_key), &self.verifier.stored_key);
-        if !proof_ok || self.doomed {
+        if self.doomed {
+            let _ = check_proof(&self.verifier, &auth_message, &proof);
             return Err(ScramError::WrongPassword);
         }
-        let server_signature = hmac_sha256(&self.verifier.server_key, &[auth_message.as_bytes()]);
-        Ok(ScramSuccess {
-            server_final: format!("v={}", STANDARD.encode(server_signature)).into_bytes(),
-            client_key,
-        })
+        let found = std::iter::once(&self.verifier)
+            .chain(&self.others)
+            .find_map(|v| check_proof(v, &auth_message, &proof));
+        match found {
+            Some(success) => Ok(success),
+            None => {
+                self.failed = Some((auth_message, proof));
+                Err(ScramError::WrongPassword)
+            }
+        }
+    }
+
+    /// After [`client_final`](Self::client_final) said WrongPassword: whether the same proof
+    /// satisfies `verifier` (same salt and iteration count as the one the client was sent).
+    pub fn recheck(&self, verifier: &ScramVerifier) -> Option<ScramSuccess> {
+        if self.doomed
+            || verifier.salt != self.verifier.salt
+            || verifier.iterations != self.verifier.iterations
+        {
+            return None;
+        }
+        let (auth_message, proof) = self.failed.as_ref()?;
+        check_proof(verifier, auth_message, proof)
     }
 }
+
+/// Checks a client proof against one verifier; the success carries its server signature.
+fn check_proof(v: &ScramVerifier, auth_message: &str, proof: &[u8; 32]) -> Option<ScramSuccess> {
+    let client_signature = hmac_sha256(&v.stored_key, &[auth_message.as_bytes()]);
+    let client_key = xor32(proof, &client_signature);
+    if !ct_eq(&sha256(&client_key), &v.stored_key) {
+        return None;
+    }
+    let server_signature = hmac_sha256(&v.server_key, &[auth_message.as_bytes()]);
+    Some(ScramSuccess {
+        server_final: format!("v={}", STANDARD.encode(server_signature)).into_bytes(),
+        client_key,
+    })
+}
+
+impl ScramServer {}
 
 impl fmt::Debug for ScramServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

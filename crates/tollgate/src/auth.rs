@@ -86,7 +86,13 @@ impl MockLogin {
 
 /// The auth file and the verifiers derived from it.
 pub struct Authenticator {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    /// Users whose credentials come from Secrets Manager (auth_secret), set once at start.
+    secrets: std::sync::OnceLock<Arc<crate::secrets::SecretStore>>,
+    /// The SCRAM salt each secret user is offered.
+    secret_salts: Mutex<HashMap<String, [u8; 16]>>,
+    /// Verifiers derived from secret passwords, by "user\0version id".
+    secret_derived: Mutex<HashMap<String, ScramVerifier>>,
     users: RwLock<Arc<UserList>>,
     derived: Mutex<HashMap<String, ScramVerifier>>,
     /// How unknown users are answered, decided when the file is read.
@@ -94,23 +100,32 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Loads the auth file.
-    pub fn load(path: &Path) -> Result<Self, AuthFileError> {
-        let users = UserList::load(path)?;
-        if users.is_empty() {
-            tracing::warn!(path = %path.display(), "the auth file lists no users; every login will fail");
+    /// Loads the auth file (none: no file users, with auth_secret only).
+    pub fn load(path: Option<&Path>) -> Result<Self, AuthFileError> {
+        let users = match path {
+            Some(path) => UserList::load(path)?,
+            None => UserList::default(),
+        };
+        if users.is_empty() && path.is_some() {
+            tracing::warn!(path = ?path, "the auth file lists no users; only auth_secret users can log in");
         }
         Ok(Authenticator {
-            path: path.to_path_buf(),
+            path: path.map(Path::to_path_buf),
             mock: Mutex::new(MockLogin::for_users(&users)),
             users: RwLock::new(Arc::new(users)),
             derived: Mutex::new(HashMap::new()),
+            secrets: std::sync::OnceLock::new(),
+            secret_salts: Mutex::new(HashMap::new()),
+            secret_derived: Mutex::new(HashMap::new()),
         })
     }
 
     /// Re-reads the auth file (reload); on error the old list stays.
     pub fn reload(&self) -> Result<usize, AuthFileError> {
-        let users = UserList::load(&self.path)?;
+        let Some(path) = &self.path else {
+            return Ok(0);
+        };
+        let users = UserList::load(path)?;
         let n = users.len();
         *lock(&self.mock) = MockLogin::for_users(&users);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
@@ -118,9 +133,56 @@ impl Authenticator {
         Ok(n)
     }
 
+    /// Puts the Secrets Manager users in force (once, at start).
+    pub fn set_secrets(&self, store: Arc<crate::secrets::SecretStore>) {
+        let _ = self.secrets.set(store);
+    }
+
+    /// The Secrets Manager users, if auth_secret is set.
+    pub fn secrets(&self) -> Option<&Arc<crate::secrets::SecretStore>> {
+        self.secrets.get()
+    }
+
+    /// SCRAM verifiers for a secret user's accepted passwords (AWSCURRENT first), one salt
+    /// per user for the life of the process so a verifier learnt after a re-read can check a
+    /// proof made against the salt already sent. PBKDF2 runs once per secret version, off the
+    /// async threads; the cache holds derived keys only, no password.
+    pub async fn secret_verifiers(
+        &self,
+        user: &str,
+        accepted: Vec<(String, zeroize::Zeroizing<String>)>,
+    ) -> Vec<ScramVerifier> {
+        let salt = {
+            let mut salts = lock(&self.secret_salts);
+            *salts
+                .entry(user.to_string())
+                .or_insert_with(rand::random::<[u8; 16]>)
+        };
+        let mut out = Vec::with_capacity(accepted.len());
+        for (version, password) in accepted {
+            let key = format!("{user}\0{version}");
+            if let Some(v) = lock(&self.secret_derived).get(&key).cloned() {
+                out.push(v);
+                continue;
+            }
+            let derived =
+                pbkdf2(move || ScramVerifier::from_password(&password, &salt, SCRAM_ITERATIONS))
+                    .await;
+            if let Some(v) = derived {
+                let mut cache = lock(&self.secret_derived);
+                if cache.len() >= 4096 {
+                    cache.clear();
+                }
+                cache.insert(key, v.clone());
+                out.push(v);
+            }
+        }
+        out
+    }
+
     /// How many users the auth file lists now (readiness: none means every login fails).
     pub fn user_count(&self) -> usize {
-        self.users().len()
+        self.users().len() + self.secrets().map_or(0, |s| s.users().count())
     }
 
     /// The auth file's secret for `user`, if it lists the user.
@@ -285,7 +347,7 @@ mod tests {
         let path = dir.path().join("users.txt");
         let v = ScramVerifier::from_password("pw", b"0123456789abcdef", 10_000).to_stored_string();
         std::fs::write(&path, format!("\"real\" \"{v}\"\n")).unwrap();
-        let auth = Authenticator::load(&path).unwrap();
+        let auth = Authenticator::load(Some(&path)).unwrap();
         let first = |plan: Plan| match plan {
             Plan::Unknown { mut server } => {
                 String::from_utf8(server.client_first(b"n,,n=,r=abc").unwrap()).unwrap()

@@ -45,6 +45,9 @@ pub enum StartError {
     /// Tollgate's own AWS identity could not be set up (backend_iam).
     #[error("backend_iam: {0}")]
     BackendIam(#[from] crate::backend::BackendError),
+    /// A Secrets Manager secret is missing, unreadable or malformed (auth_secret).
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretError),
     /// The health checks cannot log in (health_check_user).
     #[error("health checks: {0}")]
     HealthCheck(String),
@@ -83,7 +86,7 @@ pub struct Server {
 impl Server {
     /// Loads the auth file and TLS material and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        let auth = Authenticator::load(&config.auth_file)?;
+        let auth = Authenticator::load(config.auth_file.as_deref())?;
         let iam = crate::iam::ClientIam::new(&config.iam)?;
         log_iam(&config, &iam);
         let backend_iam = match &config.iam.backend_region {
@@ -95,6 +98,34 @@ impl Server {
             }
             None => None,
         };
+        if !config.secrets.names.is_empty() {
+            let store = crate::secrets::SecretStore::load(
+                &config.secrets.names,
+                config.secrets.refresh_interval,
+            )
+            .await?;
+            for user in store.users() {
+                let name = store
+                    .entry(user)
+                    .map(|e| e.name.clone())
+                    .unwrap_or_default();
+                let conflict = |why: &str| crate::secrets::SecretError::Conflict {
+                    name: name.clone(),
+                    user: user.to_string(),
+                    why: why.to_string(),
+                };
+                if auth.secret(user).is_some() {
+                    return Err(conflict(
+                        "is also in the auth file; keep one source of its password",
+                    )
+                    .into());
+                }
+                if backend_iam.is_some() {
+                    return Err(conflict("would log in to the database both with the secret and with backend_iam; turn one off").into());
+                }
+            }
+            auth.set_secrets(store);
+        }
         let tls = match &config.tls {
             Some(files) => Some(crate::tls::server::ClientTls::new(
                 crate::tls::server::acceptor(&files.cert, &files.key)?,
@@ -229,6 +260,11 @@ impl Server {
             })
         };
 
+        let secrets = shared
+            .auth
+            .secrets()
+            .cloned()
+            .map(|store| tokio::spawn(store.run(shared.shutdown.clone())));
         let monitor = self
             .probe
             .map(|probe| tokio::spawn(crate::topology::monitor::run(shared.clone(), probe)));
@@ -277,6 +313,9 @@ impl Server {
         maint.abort();
         if let Some(m) = monitor {
             m.abort();
+        }
+        if let Some(t) = secrets {
+            t.abort();
         }
         if let Some(r) = reader {
             r.abort();
@@ -337,6 +376,9 @@ fn check_login(
 ) -> Result<crate::topology::check::CheckLogin, StartError> {
     use crate::topology::check::CheckLogin;
     use tollgate_auth::Secret;
+    if let Some(store) = auth.secrets().filter(|s| s.entry(user).is_some()) {
+        return Ok(CheckLogin::Secret(store.clone(), user.to_string()));
+    }
     match (auth.secret(user), backend_iam) {
         (_, Some(iam)) => Ok(CheckLogin::Iam(iam.clone())),
         (Some(Secret::Plain(p)), None) => Ok(CheckLogin::Password(p)),

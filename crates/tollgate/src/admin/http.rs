@@ -183,7 +183,17 @@ pub fn route(req: &Request, shared: &Shared) -> Response {
         "/metrics" => Response {
             status: 200,
             content_type: prometheus::CONTENT_TYPE,
-            body: prometheus::render(&MetricsSnapshot::collect(&shared.stats, &shared.pools)),
+            body: {
+                let mut snap = MetricsSnapshot::collect(&shared.stats, &shared.pools);
+                if let Some(store) = shared.auth.secrets() {
+                    snap.secrets = store
+                        .views()
+                        .into_iter()
+                        .map(|v| (v.name, v.ok, v.failed, v.age.as_secs_f64()))
+                        .collect();
+                }
+                prometheus::render(&snap)
+            },
         },
         "/healthz" => Response::text(200, "ok\n"),
         "/readyz" => {

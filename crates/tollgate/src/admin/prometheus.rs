@@ -247,6 +247,33 @@ pub fn render(s: &MetricsSnapshot) -> String {
         );
         w.sample("tollgate_last_failover_duration_seconds", &[], d);
     }
+    if !s.secrets.is_empty() {
+        w.family("tollgate_secret_refresh_total", "counter", "Reads of each auth_secret from Secrets Manager, by outcome (a failed one keeps the last good value).");
+        for (name, ok, failed, _) in &s.secrets {
+            w.sample(
+                "tollgate_secret_refresh_total",
+                &[("secret", name), ("outcome", "success")],
+                *ok,
+            );
+            w.sample(
+                "tollgate_secret_refresh_total",
+                &[("secret", name), ("outcome", "failure")],
+                *failed,
+            );
+        }
+        w.family(
+            "tollgate_secret_value_age_seconds",
+            "gauge",
+            "Since the value in force of each auth_secret was last read successfully.",
+        );
+        for (name, _, _, age) in &s.secrets {
+            w.sample(
+                "tollgate_secret_value_age_seconds",
+                &[("secret", name)],
+                *age,
+            );
+        }
+    }
     w.counter(
         "tollgate_backends_lost_total",
         "Database connections lost under a request that could not be sent again: the client got one error (08006/57P01) and kept its connection.",
@@ -436,6 +463,7 @@ mod tests {
             targets: Vec::new(),
             failovers: 0,
             last_failover_secs: None,
+            secrets: Vec::new(),
             pins: vec![("named_prepared_statement", 0), ("session_set", 3)],
             cancels_forwarded: 1,
             cancels_ignored: 4,

@@ -49,6 +49,7 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
     ("health_check_user", TOPOLOGY),
     ("health_check_database", TOPOLOGY),
     ("reader_listen", "the reader listener is bound at start"),
+    ("auth_secret", "the secrets are read and checked at start"),
     ("reader_fallback", TOPOLOGY),
     ("max_replica_lag", TOPOLOGY),
     (
@@ -155,6 +156,7 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
     next.iam.backend_region = old.iam.backend_region.clone();
     next.iam.allow_plaintext = old.iam.allow_plaintext;
     next.topology = old.topology.clone();
+    next.secrets.names = old.secrets.names.clone();
     // require_tls on with no TLS to offer would refuse every client.
     let require_tls_refused = next.require_tls && next.tls.is_none();
     if require_tls_refused {
@@ -432,6 +434,9 @@ mod tests {
             reader_listen: Some("127.0.0.1:6433".into()),
             reader_fallback: Some("error".into()),
             max_replica_lag: Some(3.0),
+            auth_secret: Some(vec!["db/app".into()]),
+            secret_refresh_interval: Some(60),
+            client_password_auth_type: Some("md5".into()),
         })
         .unwrap();
         let (next, changes) = plan(&old, new.clone());

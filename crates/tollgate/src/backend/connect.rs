@@ -30,6 +30,9 @@ pub enum Credential {
     /// IAM auth tokens for Tollgate's own AWS identity, made per login (backend_iam; answers
     /// a cleartext password request, as Aurora with IAM database authentication sends).
     Iam(Arc<IamTokenSource>),
+    /// The user's password from Secrets Manager (auth_secret), read at each login so a
+    /// rotation reaches new connections; a 28P01 re-reads the secret and retries once.
+    Secret(Arc<crate::secrets::SecretStore>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for Credential {
             Credential::Md5(_) => "Credential::Md5(<redacted>)",
             Credential::Scram(_) => "Credential::Scram(<redacted>)",
             Credential::Iam(_) => "Credential::Iam(<tokens made per login>)",
+            Credential::Secret(_) => "Credential::Secret(<read per login>)",
         })
     }
 }
@@ -191,6 +195,10 @@ impl Connector {
     ) -> Result<ServerConn, BackendError> {
         let live = self.live();
         let secs = live.timeout.as_secs();
+        let seen = match cred {
+            Credential::Secret(store) => store.generation(user),
+            _ => 0,
+        };
         let connecting = self.connect_inner(
             target,
             endpoint,
@@ -199,13 +207,45 @@ impl Connector {
             cred,
             live.init_query.as_deref(),
         );
-        match tokio::time::timeout(live.timeout, connecting).await {
+        let first = match tokio::time::timeout(live.timeout, connecting).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout {
                 addr: target.addr.to_string(),
                 secs,
             }),
+        };
+        // The secret was rotated under us: read it again (single-flight, rate-limited) and
+        // try the new value once.
+        if let (Err(BackendError::LoginRefused { fields, .. }), Credential::Secret(store)) =
+            (&first, cred)
+        {
+            if fields.code == "28P01"
+                && store
+                    .refresh_now(
+                        user,
+                        seen,
+                        "the database refused the stored password (28P01)",
+                    )
+                    .await
+            {
+                let again = self.connect_inner(
+                    target,
+                    endpoint,
+                    user,
+                    database,
+                    cred,
+                    live.init_query.as_deref(),
+                );
+                return match tokio::time::timeout(live.timeout, again).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::Timeout {
+                        addr: target.addr.to_string(),
+                        secs,
+                    }),
+                };
+            }
         }
+        first
     }
 
     async fn open_stream(&self, target: &InstanceAddr) -> Result<Stream, BackendError> {
@@ -422,6 +462,19 @@ impl Connector {
         user: &str,
         cred: &Credential,
     ) -> Result<LoginProof, BackendError> {
+        // A secret's password is read now, so a rotation reaches every new connection.
+        let resolved;
+        let cred = match cred {
+            Credential::Secret(store) => {
+                resolved = Credential::Password(
+                    store.current(user).map(|p| p.to_string()).ok_or_else(|| {
+                        BackendError::AuthUnsupported(format!("no auth_secret holds user {user:?}"))
+                    })?,
+                );
+                &resolved
+            }
+            other => other,
+        };
         let mut scram: Option<ScramClient> = None;
         let mut proof = LoginProof::Nothing;
         loop {
@@ -488,6 +541,8 @@ impl Connector {
                         Credential::Md5(h) => h.clone(),
                         Credential::Scram(_) => return Err(unsupported(user, "md5", "the plaintext password or its md5 hash")),
                         Credential::Iam(_) => return Err(iam_unsupported(user, "md5")),
+                        // Resolved to its password above.
+                        Credential::Secret(_) => return Err(BackendError::AuthUnsupported("unresolved secret credential".into())),
                     };
                     build::password_message(&mut out, md5_response(&stored, salt).as_bytes());
                     proof = LoginProof::Md5;
@@ -505,6 +560,7 @@ impl Connector {
                             return Err(unsupported(user, "SCRAM-SHA-256", "the plaintext password or the server's SCRAM verifier"))
                         }
                         Credential::Iam(_) => return Err(iam_unsupported(user, "SCRAM-SHA-256")),
+                        Credential::Secret(_) => return Err(BackendError::AuthUnsupported("unresolved secret credential".into())),
                     };
                     let mut client = ScramClient::new(sc);
                     build::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());

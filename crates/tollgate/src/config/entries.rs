@@ -47,7 +47,13 @@ impl Config {
         vec![
             ("listen", self.listen.to_string()),
             ("upstream", upstream),
-            ("auth_file", self.auth_file.display().to_string()),
+            (
+                "auth_file",
+                self.auth_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
             ("pool_mode", self.pool_mode.as_str().to_string()),
             ("pool_size", self.pool_size.to_string()),
             ("max_pools", self.max_pools.to_string()),
@@ -183,6 +189,15 @@ impl Config {
                     .unwrap_or(0.0)
                     .to_string(),
             ),
+            ("auth_secret", self.secrets.names.join(",")),
+            (
+                "secret_refresh_interval",
+                secs(self.secrets.refresh_interval),
+            ),
+            (
+                "client_password_auth_type",
+                self.secrets.client_auth.as_str().to_string(),
+            ),
         ]
     }
 }
@@ -239,7 +254,7 @@ mod tests {
         assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 50);
+        assert_eq!(entries.len(), 53);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

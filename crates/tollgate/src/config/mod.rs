@@ -5,6 +5,7 @@
 pub mod entries;
 pub mod iam;
 pub mod raw;
+pub mod secrets;
 pub mod topology;
 pub mod upstream;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use iam::{IamConfig, IamMode, IamVerifierKind};
 pub use raw::{RawConfig, SecretText};
+pub use secrets::{ClientPasswordAuth, SecretsConfig};
 pub use topology::{InstanceAddr, ReaderFallback, TopologyConfig};
 pub use upstream::{SslMode, Upstream};
 
@@ -61,8 +63,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The database server.
     pub upstream: Upstream,
-    /// Auth file path (PgBouncer userlist format).
-    pub auth_file: PathBuf,
+    /// Auth file path (PgBouncer userlist format); `None` with only auth_secret users.
+    pub auth_file: Option<PathBuf>,
     /// Session or transaction pooling.
     pub pool_mode: PoolMode,
     /// Per-(database, user) pool limit.
@@ -115,6 +117,8 @@ pub struct Config {
     pub iam: IamConfig,
     /// Instances, health checks and the read-only endpoint.
     pub topology: TopologyConfig,
+    /// Credentials from Secrets Manager.
+    pub secrets: SecretsConfig,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -190,12 +194,14 @@ impl Config {
         })?;
         let upstream =
             upstream::parse_upstream(&upstream_s).map_err(|why| invalid("upstream", why))?;
-        let auth_file = raw.auth_file.ok_or_else(|| {
-            invalid(
+        let secrets = SecretsConfig::validate(&iam_raw)?;
+        let auth_file = raw.auth_file;
+        if auth_file.is_none() && secrets.names.is_empty() {
+            return Err(invalid(
                 "auth_file",
-                "is required: a PgBouncer-style userlist (\"user\" \"password\" per line)",
-            )
-        })?;
+                "is required (or auth_secret): a PgBouncer-style userlist (\"user\" \"password\" per line)",
+            ));
+        }
         let pool_mode = match raw.pool_mode.as_deref().unwrap_or("transaction") {
             "session" => PoolMode::Session,
             "transaction" => PoolMode::Transaction,
@@ -408,6 +414,7 @@ impl Config {
             log_format,
             iam,
             topology,
+            secrets,
         })
     }
 }

@@ -225,6 +225,20 @@ pub struct RawConfig {
     /// Seconds a reader may lag behind the writer and stay in the reader set (0: no bound).
     #[arg(long, env = "TOLLGATE_MAX_REPLICA_LAG")]
     pub max_replica_lag: Option<f64>,
+
+    /// Secrets Manager secrets (ARN or name; repeatable; comma-separated in the environment)
+    /// holding users' RDS-format credentials, as RDS Proxy's `--auth SecretArn=...`.
+    #[arg(long, env = "TOLLGATE_AUTH_SECRET", value_delimiter = ',')]
+    pub auth_secret: Option<Vec<String>>,
+
+    /// Seconds between re-reads of each secret [default: 300].
+    #[arg(long, env = "TOLLGATE_SECRET_REFRESH_INTERVAL")]
+    pub secret_refresh_interval: Option<u64>,
+
+    /// How clients prove a secret's password: scram-sha-256 | md5 (RDS Proxy's
+    /// ClientPasswordAuthType; POSTGRES_SCRAM_SHA_256 / POSTGRES_MD5 accepted) [default: scram-sha-256].
+    #[arg(long, env = "TOLLGATE_CLIENT_PASSWORD_AUTH_TYPE")]
+    pub client_password_auth_type: Option<String>,
 }
 
 /// A setting whose value is a secret: kept as given, never shown by `Debug`.
@@ -320,6 +334,9 @@ impl RawConfig {
             reader_listen,
             reader_fallback,
             max_replica_lag,
+            auth_secret,
+            secret_refresh_interval,
+            client_password_auth_type,
         )
     }
 }

@@ -51,6 +51,8 @@ pub struct MetricsSnapshot {
     pub failovers: u64,
     /// The last failover's duration, seconds.
     pub last_failover_secs: Option<f64>,
+    /// Every auth_secret: (name, reads ok, reads failed, age of the value in force in s).
+    pub secrets: Vec<(String, u64, u64, f64)>,
     /// Pins by reason, every reason listed (zeros included).
     pub pins: Vec<(&'static str, u64)>,
     /// Cancels forwarded to a backend.
@@ -208,6 +210,7 @@ impl MetricsSnapshot {
                     lag_secs: v.lag.map(|d| d.as_secs_f64()),
                 })
                 .collect(),
+            secrets: Vec::new(),
             failovers: pools.connector().topology().failovers.get(),
             last_failover_secs: pools
                 .connector()

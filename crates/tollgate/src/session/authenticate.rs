@@ -35,11 +35,15 @@ pub async fn authenticate(
             Cleartext::Token(token) => {
                 let accepted = iam_token_login(shared, &iam, &token, user, check_db).await?;
                 iam_accepted = Some(accepted);
-                shared
-                    .auth
-                    .secret(user)
-                    .as_ref()
-                    .and_then(stored_credential)
+                // RDS Proxy's classic pairing: IAM for clients, the secret for the database.
+                match shared.auth.secrets().filter(|s| s.entry(user).is_some()) {
+                    Some(store) => Some(Credential::Secret(store.clone())),
+                    None => shared
+                        .auth
+                        .secret(user)
+                        .as_ref()
+                        .and_then(stored_credential),
+                }
             }
             Cleartext::Password(password) => {
                 Some(cleartext_password_login(shared, user, password).await?)
@@ -169,6 +173,23 @@ async fn cleartext_password_login(
     user: &str,
     password: String,
 ) -> Result<Credential, SessionError> {
+    if let Some(store) = shared.auth.secrets().filter(|s| s.entry(user).is_some()) {
+        use sha2::{Digest, Sha256};
+        let given = Sha256::digest(password.as_bytes());
+        let seen = store.generation(user);
+        let matches = |store: &crate::secrets::SecretStore| {
+            store
+                .accepted(user)
+                .iter()
+                .any(|(_, p)| tollgate_auth::ct_eq(&Sha256::digest(p.as_bytes()), &given))
+        };
+        let ok =
+            matches(store) || (store.refresh_now(user, seen, UNMATCHED).await && matches(store));
+        if !ok {
+            return Err(fail(user, "wrong password (cleartext, auth_secret)"));
+        }
+        return Ok(Credential::Secret(store.clone()));
+    }
     let secret = shared.auth.secret(user);
     let ok = if needs_pbkdf2(secret.as_ref()) {
         // A SCRAM verifier, or an unknown user: an unknown user costs the same derivation
@@ -238,6 +259,9 @@ async fn password_login(
     client: &mut ClientConn,
     user: &str,
 ) -> Result<Credential, SessionError> {
+    if let Some(store) = shared.auth.secrets().filter(|s| s.entry(user).is_some()) {
+        return secret_login(shared, store, client, user).await;
+    }
     let cred = match shared.auth.plan(user) {
         Plan::Scram { mut server, secret } => {
             let client_key = scram_exchange(client, &mut server, user, "wrong password").await?;
@@ -262,6 +286,77 @@ async fn password_login(
         }
     };
     Ok(cred)
+}
+
+/// Why a secret is re-read when a client's password matched neither of its versions.
+const UNMATCHED: &str = "a client's password matched neither AWSCURRENT nor AWSPREVIOUS";
+
+/// A user whose credentials are in Secrets Manager: SCRAM-SHA-256 (or md5, by
+/// client_password_auth_type) against AWSCURRENT and AWSPREVIOUS; a password matching
+/// neither gets the secret re-read (rate-limited) before it is refused, so a client that
+/// already has a freshly rotated password is not turned away.
+async fn secret_login(
+    shared: &Shared,
+    store: &std::sync::Arc<crate::secrets::SecretStore>,
+    client: &mut ClientConn,
+    user: &str,
+) -> Result<Credential, SessionError> {
+    let wrong = "wrong password (auth_secret)";
+    match shared.config.secrets.client_auth {
+        crate::config::ClientPasswordAuth::ScramSha256 => {
+            let seen = store.generation(user);
+            let mut verifiers = shared
+                .auth
+                .secret_verifiers(user, store.accepted(user))
+                .await;
+            if verifiers.is_empty() {
+                return Err(fail(user, "no password derived from the secret"));
+            }
+            let first = verifiers.remove(0);
+            let mut server = ScramServer::with_alternates(first, verifiers);
+            scram_start(client, &mut server, user, wrong).await?;
+            let last = expect_password(client).await?;
+            let success = match server.client_final(&last) {
+                Ok(s) => s,
+                Err(ScramError::WrongPassword) => {
+                    let mut found = None;
+                    if store.refresh_now(user, seen, UNMATCHED).await {
+                        for v in shared
+                            .auth
+                            .secret_verifiers(user, store.accepted(user))
+                            .await
+                        {
+                            if let Some(s) = server.recheck(&v) {
+                                found = Some(s);
+                                break;
+                            }
+                        }
+                    }
+                    found.ok_or_else(|| fail(user, wrong))?
+                }
+                Err(e) => return Err(scram_error(user, e, wrong)),
+            };
+            let mut out = BytesMut::new();
+            build::auth_sasl_final(&mut out, &success.server_final);
+            client.send(&out).await?;
+        }
+        crate::config::ClientPasswordAuth::Md5 => {
+            let seen = store.generation(user);
+            let (salt, response) = md5_challenge(client).await?;
+            let matches = |store: &crate::secrets::SecretStore| {
+                store.accepted(user).iter().any(|(_, p)| {
+                    let stored = Secret::Md5(tollgate_auth::md5_stored(p, user));
+                    verify_md5_response(&stored, user, salt, &response)
+                })
+            };
+            let ok = matches(store)
+                || (store.refresh_now(user, seen, UNMATCHED).await && matches(store));
+            if !ok {
+                return Err(fail(user, "wrong password (md5, auth_secret)"));
+            }
+        }
+    }
+    Ok(Credential::Secret(store.clone()))
 }
 
 /// Sends AuthenticationMD5Password with a fresh salt; returns the salt and the response.
@@ -310,6 +405,25 @@ async fn scram_exchange(
     user: &str,
     wrong: &str,
 ) -> Result<[u8; 32], SessionError> {
+    scram_start(client, server, user, wrong).await?;
+    let last = expect_password(client).await?;
+    let success = server
+        .client_final(&last)
+        .map_err(|e| scram_error(user, e, wrong))?;
+    let mut out = BytesMut::new();
+    build::auth_sasl_final(&mut out, &success.server_final);
+    client.send(&out).await?;
+    Ok(success.client_key)
+}
+
+/// SCRAM up to the client-final-message: offers the mechanism, takes client-first, sends
+/// server-first.
+async fn scram_start(
+    client: &mut ClientConn,
+    server: &mut ScramServer,
+    user: &str,
+    wrong: &str,
+) -> Result<(), SessionError> {
     let mut out = BytesMut::new();
     build::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
     client.send(&out).await?;
@@ -329,13 +443,5 @@ async fn scram_exchange(
     out.clear();
     build::auth_sasl_continue(&mut out, &server_first);
     client.send(&out).await?;
-
-    let last = expect_password(client).await?;
-    let success = server
-        .client_final(&last)
-        .map_err(|e| scram_error(user, e, wrong))?;
-    out.clear();
-    build::auth_sasl_final(&mut out, &success.server_final);
-    client.send(&out).await?;
-    Ok(success.client_key)
+    Ok(())
 }

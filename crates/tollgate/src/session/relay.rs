@@ -785,6 +785,12 @@ impl<'a> Relay<'a> {
             && !self.sent_to_server
     }
 
+    /// [`retry_possible`](Self::retry_possible) but for a request already written, when
+    /// the server's goodbye shows it did not run.
+    pub(super) fn retry_possible_after_send(&self) -> bool {
+        self.replay.is_some() && self.retries < MAX_RETRIES && !self.draining
+    }
+
     /// Replaces a backend that died before answering: closes it, takes another and puts the
     /// client's request back in front of its unread bytes so it is sent again as it was.
     async fn retry(&mut self, why: &str) -> Result<(), SessionError> {

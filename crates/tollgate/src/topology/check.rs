@@ -21,6 +21,8 @@ pub enum CheckLogin {
     Password(String),
     /// Tollgate's own IAM auth tokens (backend_iam).
     Iam(Arc<IamTokenSource>),
+    /// The password in a Secrets Manager secret, read before each check (rotation).
+    Secret(Arc<crate::secrets::SecretStore>, String),
     /// No password (the server trusts the user).
     Nothing,
 }
@@ -150,6 +152,9 @@ impl Probe {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, Observation> {
+        if let CheckLogin::Secret(store, user) = &self.settings.login {
+            *crate::sync::lock(&self.password) = store.current(user).map(|p| p.to_string());
+        }
         if let CheckLogin::Iam(source) = &self.settings.login {
             match source
                 .token(&self.addr.host, self.addr.port, &self.settings.user)

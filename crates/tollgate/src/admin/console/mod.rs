@@ -10,6 +10,7 @@ pub mod result;
 pub mod show_clients;
 pub mod show_config;
 pub mod show_pools;
+pub mod show_secrets;
 pub mod show_servers;
 pub mod show_stats;
 pub mod show_targets;
@@ -29,7 +30,7 @@ pub const DATABASE: &str = "tollgate";
 const MAX_QUERY: usize = 64 * 1024;
 
 /// Every command, for the error that lists them.
-pub const COMMANDS: &str = "SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW STATS, SHOW CONFIG, SHOW TARGETS, RELOAD, PAUSE [db], RESUME [db], KILL client_id";
+pub const COMMANDS: &str = "SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW STATS, SHOW CONFIG, SHOW TARGETS, SHOW SECRETS, RELOAD, PAUSE [db], RESUME [db], KILL client_id";
 
 /// A console command failed; the session goes on.
 #[derive(Debug)]
@@ -143,6 +144,7 @@ pub async fn run_command(shared: &Shared, sql: &str) -> Result<Reply, CommandErr
         (Some("show"), Some("stats"), 2) => Ok(show_stats::run(shared)),
         (Some("show"), Some("config"), 2) => Ok(show_config::run(shared)),
         (Some("show"), Some("targets"), 2) => Ok(show_targets::run(shared)),
+        (Some("show"), Some("secrets"), 2) => Ok(show_secrets::run(shared)),
         (Some("reload"), _, 1) => reload::run(shared),
         (Some("pause"), _, 1 | 2) => pause::pause(shared, arg).await,
         (Some("resume"), _, 1 | 2) => Ok(pause::resume(shared, arg)),

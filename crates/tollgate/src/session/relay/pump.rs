@@ -480,7 +480,16 @@ impl Relay<'_> {
                             if let Ok(f) = backend::parse_error_fields(body) {
                                 if f.severity == "FATAL" || f.severity == "PANIC" {
                                     server.broken = true;
-                                    if self.retry_possible() && self.to_client.len() == before {
+                                    // A FATAL 57P01 (SIGTERM: pg_terminate_backend, a fast
+                                    // shutdown) or 57P05 before any other byte of the answer
+                                    // means the request did not run (or was rolled back: a
+                                    // commit already made would have said so first), so it
+                                    // may go to another backend even though it was sent.
+                                    let not_run = matches!(f.code.as_str(), "57P01" | "57P05");
+                                    if (self.retry_possible()
+                                        || (not_run && self.retry_possible_after_send()))
+                                        && self.to_client.len() == before
+                                    {
                                         // Nothing of this backend's answer reached the client:
                                         // the loop replaces it and sends the request again.
                                         self.retry_due =
