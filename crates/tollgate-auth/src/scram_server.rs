@@ -353,6 +353,68 @@ mod tests {
         );
     }
 
+    /// The RFC 7677 exchange, with the server holding `verifier` and `others`.
+    fn rfc_exchange(
+        verifier: ScramVerifier,
+        others: Vec<ScramVerifier>,
+    ) -> (ScramServer, Result<ScramSuccess, ScramError>) {
+        let mut server = ScramServer::with_alternates(verifier, others);
+        server
+            .client_first_with_nonce(
+                b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+            )
+            .unwrap();
+        let r = server.client_final(
+            b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+              p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        );
+        (server, r)
+    }
+
+    #[test]
+    fn an_alternate_verifier_admits_its_password_with_its_own_server_signature() {
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let (_, r) = rfc_exchange(
+            ScramVerifier::from_password("rotated", &salt, 4096),
+            vec![ScramVerifier::from_password("pencil", &salt, 4096)],
+        );
+        assert_eq!(
+            r.unwrap().server_final,
+            b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+        // An alternate with another salt could not have been what the client was sent: ignored.
+        let (_, r) = rfc_exchange(
+            ScramVerifier::from_password("rotated", &salt, 4096),
+            vec![ScramVerifier::from_password("pencil", b"other salt", 4096)],
+        );
+        assert!(matches!(r, Err(ScramError::WrongPassword)));
+    }
+
+    #[test]
+    fn a_wrong_proof_can_be_rechecked_against_a_verifier_learnt_afterwards() {
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let (server, r) =
+            rfc_exchange(ScramVerifier::from_password("old", &salt, 4096), Vec::new());
+        assert!(matches!(r, Err(ScramError::WrongPassword)));
+        assert!(server
+            .recheck(&ScramVerifier::from_password("other", &salt, 4096))
+            .is_none());
+        let ok = server
+            .recheck(&ScramVerifier::from_password("pencil", &salt, 4096))
+            .unwrap();
+        assert_eq!(
+            ok.server_final,
+            b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+        // A mock (unknown user) never succeeds, even on recheck.
+        let mut mock = ScramServer::mock("user");
+        assert!(mock
+            .recheck(&ScramVerifier::from_password("pencil", &salt, 4096))
+            .is_none());
+        let _ = mock.client_first(b"n,,n=user,r=x");
+    }
+
     /// The salt and iteration count a server-first-message advertises.
     fn advertised(server: &mut ScramServer) -> (String, String) {
         let first = String::from_utf8(server.client_first(b"n,,n=,r=abc").unwrap()).unwrap();
