@@ -313,8 +313,14 @@ pub fn render(s: &MetricsSnapshot) -> String {
     w.out
 }
 
-fn pool_labels(p: &PoolMetrics) -> [(&'static str, &str); 2] {
-    [("user", &p.user), ("database", &p.database)]
+/// A pool's labels: `user`, `database`, and `endpoint="read_only"` for the read-only
+/// endpoint's pools (the writer's keep the two labels they always had).
+fn pool_labels(p: &PoolMetrics) -> Vec<(&'static str, &str)> {
+    let mut l = vec![("user", p.user.as_str()), ("database", p.database.as_str())];
+    if p.read_only {
+        l.push(("endpoint", "read_only"));
+    }
+    l
 }
 
 /// Microseconds to seconds.
@@ -395,7 +401,7 @@ impl Writer {
         );
         for p in pools {
             let l = get(p);
-            let [user, database] = pool_labels(p);
+            let labels = pool_labels(p);
             for (q, v) in [
                 ("0.5", l.p50),
                 ("0.9", l.p90),
@@ -407,14 +413,16 @@ impl Writer {
                 } else {
                     secs(v)
                 };
-                self.sample(&name, &[user, database, ("quantile", q)], v);
+                let mut with_q = labels.clone();
+                with_q.push(("quantile", q));
+                self.sample(&name, &with_q, v);
             }
             self.sample(
                 &format!("{name}_sum"),
-                &[user, database],
+                &labels,
                 l.sum_micros / 1e6,
             );
-            self.sample(&format!("{name}_count"), &[user, database], l.count);
+            self.sample(&format!("{name}_count"), &labels, l.count);
         }
         let max = format!("{base}_max_seconds");
         self.family(

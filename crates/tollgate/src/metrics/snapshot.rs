@@ -130,6 +130,8 @@ pub struct PoolMetrics {
     pub user: String,
     /// Label `database`.
     pub database: String,
+    /// A pool of the read-only endpoint (label `endpoint="read_only"`).
+    pub read_only: bool,
     /// Clients logged in to this pool now.
     pub clients: u64,
     /// Clients waiting for a backend now.
@@ -256,6 +258,7 @@ impl PoolMetrics {
         PoolMetrics {
             user: pool.key.user.clone(),
             database: pool.key.database.clone(),
+            read_only: pool.key.endpoint == crate::topology::Endpoint::Reader,
             clients: st.clients.get(),
             waiting: snap.waiting as u64,
             open: snap.open as u64,
