@@ -776,8 +776,9 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// Whether the backend that just failed can be replaced transparently: nothing of its
-    /// answer reached the client, and the client's request since it was attached is kept.
+    /// Whether the backend that just failed can be replaced transparently: none of the
+    /// client's request was written to it yet (so it cannot have run), nothing of an answer
+    /// reached the client, and the request since the backend was attached is kept.
     pub(super) fn retry_possible(&self) -> bool {
         self.replay.is_some()
             && self.retries < MAX_RETRIES
