@@ -184,7 +184,9 @@ impl Pool {
                         self.global.set_available(false);
                         topology.connect_failed(&target, &e.to_string());
                         self.note_loss();
-                        tracing::info!(pool = %self.key, target = %target.addr, error = %e,
+                        // Debug: the instance's state change is logged once by the topology;
+                        // this repeats at every attempt of every waiting borrow.
+                        tracing::debug!(pool = %self.key, target = %target.addr, error = %e,
                             "backend connection failed the way a restart or failover does; waiting and retrying");
                         e.to_string()
                     }
