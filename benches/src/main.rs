@@ -5,6 +5,7 @@
 //! back to back (alternating their order between repetitions, from the same database state), and
 //! writes `target/bench-report.md`.
 
+mod failover;
 mod iam;
 mod iam_rate;
 mod idle_clients;
@@ -41,6 +42,9 @@ use targets::Target;
 const POOL_SIZE: u32 = 20;
 /// PgBouncer's `max_client_conn` (Tollgate's default is the same).
 const MAX_CLIENT_CONN: u32 = 20_000;
+/// Writing clients in the failover scenario: as many as a pool has backends, so none waits
+/// for one except during the failover itself.
+const FAILOVER_CLIENTS: usize = 20;
 
 /// Tollgate against direct PostgreSQL and PgBouncer, as ratios.
 #[derive(Debug, Parser)]
@@ -51,7 +55,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only this scenario (repeatable): select-simple, select-extended, select-prepared,
-    /// tpcb, connect-storm, connect-storm-iam, idle-clients, latency-c1.
+    /// tpcb, connect-storm, connect-storm-iam, idle-clients, latency-c1, failover.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Repetitions of every case [default: 3; 1 with --quick].
@@ -122,22 +126,93 @@ fn run(cli: Cli) -> Result<bool> {
         iam_rate: cli.iam_rate,
     };
     let cases = scenario::select(scenario::all_cases(settings.idle_clients), &cli.scenarios)?;
+    let run_failover = scenario::runs_failover(&cli.scenarios, settings.quick);
     let fd_limit = open_files::raise(settings.idle_clients as u64 + 1024)?;
 
     let tollgate_bin = tollgate_target::locate_binary()?;
     let pgbench_bin = tollgate_localpg::find_bin("pgbench").context("find pgbench")?;
 
+    let mut report = Report::default();
+    let mut all_ok = true;
+    if cases.is_empty() {
+        // Only the failover scenario, which starts its own servers: the facts alone.
+        let postgres_bin = tollgate_localpg::find_bin("postgres").context("find postgres")?;
+        report.header.facts = facts(
+            machine::program_version(&postgres_bin),
+            &tollgate_bin,
+            &pgbench_bin,
+        );
+    } else {
+        let ran = run_cases(&settings, &cases, fd_limit, &tollgate_bin, &pgbench_bin)?;
+        all_ok &= ran.all_ok;
+        report.header = ran.header;
+        report.cases = ran.results;
+        report.iam_rate = ran.iam_rate;
+    }
+    if run_failover {
+        step(
+            "failover: a primary and a synchronous replica per run, the primary killed under load",
+        );
+        let result = failover::run(
+            &tollgate_bin,
+            failover::FailoverSettings {
+                reps: settings.reps,
+                clients: FAILOVER_CLIENTS,
+                pool_size: POOL_SIZE,
+            },
+        )?;
+        all_ok &= result.ok();
+        report.failover = Some(result);
+    }
+    report.header.tls.extend(negotiated_tls(&report.cases));
+    report.header.setup.push(format!(
+        "Total wall time of this harness run: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let text = report::render(&report);
+    std::fs::write(&settings.output, &text)
+        .with_context(|| format!("write {}", settings.output.display()))?;
+    println!("{text}");
+    eprintln!(
+        "tollgate-bench: report written to {} ({:.0} s)",
+        settings.output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(all_ok)
+}
+
+/// What the pgbench cases (and connect-storm-iam's fixed-rate run) produced.
+struct CasesRan {
+    /// Machine, setup and TLS, for the report.
+    header: Header,
+    /// Every case's runs.
+    results: Vec<CaseResult>,
+    /// connect-storm-iam's fixed-rate run, when that scenario ran.
+    iam_rate: Option<iam_rate::RateResult>,
+    /// False when a run failed unexpectedly.
+    all_ok: bool,
+}
+
+/// Starts PostgreSQL, PgBouncer and Tollgate, runs every case against the three, and stops
+/// them again.
+fn run_cases(
+    settings: &Settings,
+    cases: &[Case],
+    fd_limit: u64,
+    tollgate_bin: &Path,
+    pgbench_bin: &Path,
+) -> Result<CasesRan> {
     step("starting PostgreSQL");
     let postgres = Postgres::start()?;
     step(&format!("pgbench -i -s {}", settings.scale));
-    postgres.init_pgbench(&pgbench_bin, settings.scale)?;
+    postgres.init_pgbench(pgbench_bin, settings.scale)?;
     let files = PoolerFiles::create(&[
         (BENCH_USER, &postgres.stored_secret(BENCH_USER)?),
         (IDLE_USER, &postgres.stored_secret(IDLE_USER)?),
     ])?;
     step("starting PgBouncer and Tollgate");
     let pgbouncer = PgBouncer::start(&files, postgres.port(), POOL_SIZE, MAX_CLIENT_CONN)?;
-    let tollgate = Tollgate::start(&tollgate_bin, &files, postgres.port(), POOL_SIZE)?;
+    let tollgate = Tollgate::start(tollgate_bin, &files, postgres.port(), POOL_SIZE)?;
     let tollgate_iam = if cases.iter().any(|c| c.iam) {
         step("starting a second Tollgate that requires IAM auth tokens");
         // Tollgate logs in to PostgreSQL with the bench user's password for IAM-verified
@@ -149,7 +224,7 @@ fn run(cli: Cli) -> Result<bool> {
         )?;
         let flags = iam::write_files(files.dir())?;
         Some(Tollgate::start_with(
-            &tollgate_bin,
+            tollgate_bin,
             &files,
             postgres.port(),
             POOL_SIZE,
@@ -160,7 +235,16 @@ fn run(cli: Cli) -> Result<bool> {
         None
     };
 
-    let mut header = header(&settings, fd_limit, &postgres, &tollgate_bin, &pgbench_bin);
+    let postgres_version = postgres
+        .version()
+        .unwrap_or_else(|e| format!("unknown ({e:#})"));
+    let mut header = header(
+        settings,
+        fd_limit,
+        postgres_version,
+        tollgate_bin,
+        pgbench_bin,
+    );
     if tollgate_iam.is_some() {
         let iterations = if settings.quick { 2_000 } else { 20_000 };
         let cost = iam::verify_cost(iterations)?;
@@ -185,10 +269,10 @@ fn run(cli: Cli) -> Result<bool> {
         tollgate_iam,
         postgres,
         files,
-        tollgate_bin,
+        tollgate_bin: tollgate_bin.to_path_buf(),
         pool_size: POOL_SIZE,
         max_client_conn: MAX_CLIENT_CONN,
-        pgbench: pgbench_bin,
+        pgbench: pgbench_bin.to_path_buf(),
         idle_tls,
         seconds: settings.seconds,
     };
@@ -197,7 +281,7 @@ fn run(cli: Cli) -> Result<bool> {
     let mut done = 0;
     let mut results = Vec::with_capacity(cases.len());
     let mut all_ok = true;
-    for case in &cases {
+    for case in cases {
         let mut records = Vec::new();
         for rep in 0..settings.reps {
             for target in Target::order_for_rep(rep) {
@@ -255,7 +339,7 @@ fn run(cli: Cli) -> Result<bool> {
     }
     let iam_rate = match &bench.tollgate_iam {
         Some(iam) if cases.iter().any(|c| c.iam) => {
-            let result = run_iam_rate(&bench, iam, &settings)?;
+            let result = run_iam_rate(&bench, iam, settings)?;
             all_ok &= result.succeeded == result.attempted && result.steady_error.is_none();
             Some(result)
         }
@@ -263,27 +347,12 @@ fn run(cli: Cli) -> Result<bool> {
     };
     // Stop the poolers before PostgreSQL, so neither logs a lost backend.
     drop(bench);
-
-    let mut report = Report {
+    Ok(CasesRan {
         header,
-        cases: results,
+        results,
         iam_rate,
-    };
-    report.header.tls.extend(negotiated_tls(&report.cases));
-    report.header.setup.push(format!(
-        "Total wall time of this harness run: {:.0} s.",
-        started.elapsed().as_secs_f64()
-    ));
-    let text = report::render(&report);
-    std::fs::write(&settings.output, &text)
-        .with_context(|| format!("write {}", settings.output.display()))?;
-    println!("{text}");
-    eprintln!(
-        "tollgate-bench: report written to {} ({:.0} s)",
-        settings.output.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(all_ok)
+        all_ok,
+    })
 }
 
 /// connect-storm-iam's fixed-rate run against the IAM Tollgate, with progress on stderr.
@@ -388,14 +457,12 @@ fn progress_result(outcome: &Outcome) -> String {
     }
 }
 
-/// The report's header: machine, software, setup and TLS.
-fn header(
-    settings: &Settings,
-    fd_limit: u64,
-    postgres: &Postgres,
+/// The machine and software facts at the top of the report.
+fn facts(
+    postgres_version: String,
     tollgate_bin: &Path,
     pgbench_bin: &Path,
-) -> Header {
+) -> Vec<(String, String)> {
     let machine = machine::Machine::read();
     let built = std::fs::metadata(tollgate_bin)
         .and_then(|m| m.modified())
@@ -404,17 +471,12 @@ fn header(
         .map_or_else(String::new, |age| {
             format!(", binary built {} min before this run", age.as_secs() / 60)
         });
-    let facts = vec![
+    vec![
         ("CPU".to_owned(), machine.cpu_model),
         ("Cores".to_owned(), machine.cores.to_string()),
         ("Memory".to_owned(), machine.memory),
         ("Kernel".to_owned(), machine.kernel),
-        (
-            "PostgreSQL".to_owned(),
-            postgres
-                .version()
-                .unwrap_or_else(|e| format!("unknown ({e:#})")),
-        ),
+        ("PostgreSQL".to_owned(), postgres_version),
         ("pgbench".to_owned(), machine::program_version(pgbench_bin)),
         (
             "PgBouncer".to_owned(),
@@ -428,7 +490,18 @@ fn header(
                 tollgate_bin.display()
             ),
         ),
-    ];
+    ]
+}
+
+/// The report's header: machine, software, setup and TLS.
+fn header(
+    settings: &Settings,
+    fd_limit: u64,
+    postgres_version: String,
+    tollgate_bin: &Path,
+    pgbench_bin: &Path,
+) -> Header {
+    let facts = facts(postgres_version, tollgate_bin, pgbench_bin);
     let fd_note = if fd_limit < open_files::WANTED {
         format!(" (raising it to {} was refused)", open_files::WANTED)
     } else {

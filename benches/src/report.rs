@@ -40,6 +40,8 @@ pub struct Report {
     pub cases: Vec<CaseResult>,
     /// connect-storm-iam's fixed-rate run, when that scenario ran.
     pub iam_rate: Option<crate::iam_rate::RateResult>,
+    /// The failover scenario's runs, when it ran.
+    pub failover: Option<crate::failover::FailoverResult>,
 }
 
 /// Median, minimum and maximum of some values.
@@ -225,17 +227,26 @@ pub fn render(report: &Report) -> String {
     for line in &report.header.setup {
         let _ = writeln!(out, "- {line}");
     }
-    out.push_str("\n## TLS\n\n");
-    for line in &report.header.tls {
-        let _ = writeln!(out, "- {line}");
-    }
     out.push('\n');
-    render_overview(&mut out, &report.cases);
+    // A failover-only run has no pgbench case, so no TLS setup and no ratios to show.
+    if !report.header.tls.is_empty() {
+        out.push_str("## TLS\n\n");
+        for line in &report.header.tls {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push('\n');
+    }
+    if !report.cases.is_empty() {
+        render_overview(&mut out, &report.cases);
+    }
     for case in &report.cases {
         render_case(&mut out, case);
     }
     if let Some(rate) = &report.iam_rate {
         crate::iam_rate::render(&mut out, rate);
+    }
+    if let Some(failover) = &report.failover {
+        crate::failover::render(&mut out, failover);
     }
     out
 }
@@ -578,6 +589,7 @@ mod tests {
                 steady_during: crate::iam_rate::Quantiles::of(vec![800]),
                 steady_error: None,
             }),
+            failover: None,
         };
         let text = render(&report);
         assert!(

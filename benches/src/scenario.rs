@@ -14,6 +14,15 @@ pub const NAMES: [&str; 8] = [
     "latency-c1",
 ];
 
+/// The scenario that is not a pgbench case: it starts its own primary and replica, kills
+/// one and promotes the other (see `failover.rs`).
+pub const FAILOVER: &str = "failover";
+
+/// Whether a plain `--quick` (no `--scenario`) runs [`FAILOVER`]: only if it keeps within a
+/// smoke test's budget of 60 s there. It takes about 21 s under `--quick` (one run per arm)
+/// on a 2-core machine; see benches/REPORT.md, "failover".
+pub const FAILOVER_IN_QUICK: bool = true;
+
 /// pgbench threads (`-j`) unless a case has fewer clients.
 const THREADS: u32 = 2;
 
@@ -247,12 +256,13 @@ pub fn all_cases(idle_count: usize) -> Vec<Case> {
     cases
 }
 
-/// The cases of the named scenarios (all when `names` is empty), in run order.
+/// The cases of the named scenarios (all when `names` is empty), in run order; [`FAILOVER`]
+/// is accepted but has no case ([`runs_failover`] says whether it runs).
 pub fn select(cases: Vec<Case>, names: &[String]) -> Result<Vec<Case>> {
     for name in names {
-        if !NAMES.contains(&name.as_str()) {
+        if !NAMES.contains(&name.as_str()) && name != FAILOVER {
             bail!(
-                "unknown scenario {name:?}; the scenarios are: {}",
+                "unknown scenario {name:?}; the scenarios are: {}, {FAILOVER}",
                 NAMES.join(", ")
             );
         }
@@ -261,6 +271,16 @@ pub fn select(cases: Vec<Case>, names: &[String]) -> Result<Vec<Case>> {
         .into_iter()
         .filter(|case| names.is_empty() || names.iter().any(|n| n == case.scenario))
         .collect())
+}
+
+/// Whether the failover scenario runs: when named, or when nothing is named (under
+/// `--quick` only if [`FAILOVER_IN_QUICK`]).
+pub fn runs_failover(names: &[String], quick: bool) -> bool {
+    if names.is_empty() {
+        !quick || FAILOVER_IN_QUICK
+    } else {
+        names.iter().any(|n| n == FAILOVER)
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +329,18 @@ mod tests {
         );
         let err = select(all_cases(10), &["nope".into()]).unwrap_err();
         assert!(err.to_string().contains("select-prepared"));
+        assert!(err.to_string().contains("failover"));
+    }
+
+    #[test]
+    fn failover_runs_when_named_or_in_a_full_run() {
+        assert!(select(all_cases(10), &[FAILOVER.into()])
+            .unwrap()
+            .is_empty());
+        assert!(runs_failover(&[FAILOVER.into()], true));
+        assert!(runs_failover(&[], false));
+        assert_eq!(runs_failover(&[], true), FAILOVER_IN_QUICK);
+        assert!(!runs_failover(&["tpcb".into()], false));
     }
 
     #[test]
