@@ -417,11 +417,7 @@ impl Writer {
                 with_q.push(("quantile", q));
                 self.sample(&name, &with_q, v);
             }
-            self.sample(
-                &format!("{name}_sum"),
-                &labels,
-                l.sum_micros / 1e6,
-            );
+            self.sample(&format!("{name}_sum"), &labels, l.sum_micros / 1e6);
             self.sample(&format!("{name}_count"), &labels, l.count);
         }
         let max = format!("{base}_max_seconds");
