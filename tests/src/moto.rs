@@ -33,31 +33,44 @@ impl Moto {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting moto's server (python3 -m moto.server); .ci/run pip-installs 'moto[server]'")?;
-        self.child = Some(child);
-        // Bounded poll: nothing announces that the server is listening.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!("moto's server exited at start ({status}); is 'moto[server]' installed?");
+        // The server says "Running on http://..." on stderr once it listens: that line is the
+        // event waited for. The thread keeps draining stderr afterwards (moto logs every
+        // request there), so the server never blocks on a full pipe.
+        let stderr = child.stderr.take().context("moto's stderr")?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut ready = Some(ready_tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("Running on") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
                 }
             }
-            if std::time::Instant::now() >= deadline {
+        });
+        self.child = Some(child);
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 bail!(
-                    "moto's server did not listen on port {} within 30 s",
+                    "moto's server did not say it was listening on port {} within 30 s (exit status: {status:?}); is 'moto[server]' installed?",
                     self.port
-                );
+                )
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
