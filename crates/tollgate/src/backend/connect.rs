@@ -194,26 +194,13 @@ impl Connector {
         cred: &Credential,
     ) -> Result<ServerConn, BackendError> {
         let live = self.live();
-        let secs = live.timeout.as_secs();
         let seen = match cred {
             Credential::Secret(store) => store.generation(user),
             _ => 0,
         };
-        let connecting = self.connect_inner(
-            target,
-            endpoint,
-            user,
-            database,
-            cred,
-            live.init_query.as_deref(),
-        );
-        let first = match tokio::time::timeout(live.timeout, connecting).await {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout {
-                addr: target.addr.to_string(),
-                secs,
-            }),
-        };
+        let first = self
+            .bounded_attempt(&live, target, endpoint, user, database, cred)
+            .await;
         // The secret was rotated under us: read it again (single-flight, rate-limited) and
         // try the new value once.
         if let (Err(BackendError::LoginRefused { fields, .. }), Credential::Secret(store)) =
@@ -228,24 +215,39 @@ impl Connector {
                     )
                     .await
             {
-                let again = self.connect_inner(
-                    target,
-                    endpoint,
-                    user,
-                    database,
-                    cred,
-                    live.init_query.as_deref(),
-                );
-                return match tokio::time::timeout(live.timeout, again).await {
-                    Ok(r) => r,
-                    Err(_) => Err(BackendError::Timeout {
-                        addr: target.addr.to_string(),
-                        secs,
-                    }),
-                };
+                return self
+                    .bounded_attempt(&live, target, endpoint, user, database, cred)
+                    .await;
             }
         }
         first
+    }
+
+    /// One connect + login + init_query, bounded by server_connect_timeout.
+    async fn bounded_attempt(
+        &self,
+        live: &LiveConnect,
+        target: &Arc<Target>,
+        endpoint: Endpoint,
+        user: &str,
+        database: &str,
+        cred: &Credential,
+    ) -> Result<ServerConn, BackendError> {
+        let connecting = self.connect_inner(
+            target,
+            endpoint,
+            user,
+            database,
+            cred,
+            live.init_query.as_deref(),
+        );
+        match tokio::time::timeout(live.timeout, connecting).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout {
+                addr: target.addr.to_string(),
+                secs: live.timeout.as_secs(),
+            }),
+        }
     }
 
     async fn open_stream(&self, target: &InstanceAddr) -> Result<Stream, BackendError> {
