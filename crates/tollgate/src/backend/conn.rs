@@ -53,6 +53,8 @@ pub struct ServerConn {
     /// Named statements prepared on it by the proxy (transaction mode), and unanswered
     /// Parse/Close messages.
     pub statements: crate::session::prepared::ServerStatements,
+    /// Its pool's loss count when it was opened or last proved alive (see `Pool::note_loss`).
+    pub loss_epoch: u64,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -166,6 +168,33 @@ impl ServerConn {
             Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
             Ok(_) => false,
         }
+    }
+
+    /// Sends Sync and reads its ReadyForQuery: proof that an idle session is alive now, not
+    /// only that its goodbye has not arrived yet. A server that is shutting down or crashed
+    /// has already signalled its backends by the time any of them is seen dead, and a
+    /// signalled backend answers with a notice and EOF instead, so anything but
+    /// ReadyForQuery is a failure (and marks the connection broken).
+    pub async fn sync_round_trip(&mut self) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        build::sync(&mut out);
+        let result = async {
+            self.write_all(&out).await?;
+            let msg = self.read_message().await?;
+            if msg.tag != backend::tag::READY_FOR_QUERY {
+                return Err(BackendError::Protocol(format!(
+                    "an idle backend answered Sync with message {:?}",
+                    msg.tag as char
+                )));
+            }
+            self.tx_status = backend::parse_ready_for_query(&msg.body)?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
     }
 
     /// Sends Terminate so the server ends the session cleanly; errors are irrelevant here.

@@ -357,6 +357,7 @@ impl Connector {
             broken: false,
             slot: None,
             lease: None,
+            loss_epoch: 0,
         };
         let mut out = BytesMut::new();
         build::startup_message(&mut out, startup);

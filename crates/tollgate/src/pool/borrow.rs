@@ -47,6 +47,20 @@ impl Pool {
                 });
             }
         }
+        loop {
+            let candidate = self.next_conn(deadline, started).await?;
+            if let Some(conn) = self.proven(candidate).await {
+                return Ok(conn);
+            }
+        }
+    }
+
+    /// One try at a connection: an idle one, a new one, or one handed over in the queue.
+    async fn next_conn(
+        &self,
+        deadline: tokio::time::Instant,
+        started: Instant,
+    ) -> Result<ServerConn, PoolError> {
         let mut stale = Vec::new();
         let mut dead = Vec::new();
         #[allow(clippy::large_enum_variant)]
@@ -68,8 +82,7 @@ impl Pool {
                         // See idle.rs: the readiness check is free, the peek only for
                         // connections idle long enough not to be the hot path.
                         if !conn.looks_alive()
-                            || ((conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
-                                || self.loss_recent())
+                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
                                 && !conn.peek_alive())
                         {
                             dead.push(conn);
@@ -121,6 +134,29 @@ impl Pool {
         }
     }
 
+    /// Lends `conn` if no backend of this pool died since it was opened or last proved alive;
+    /// otherwise it first answers a Sync (one round trip, bounded by the connect timeout). A restart or failover kills every backend at once, but the first
+    /// death is often seen before the others' goodbyes arrive: without this the next borrows
+    /// would send requests to backends already dying, and a request that was written cannot
+    /// be resent safely. `None`: it failed and was closed; the caller tries again.
+    async fn proven(&self, mut conn: ServerConn) -> Option<ServerConn> {
+        let epoch = self.loss_epoch();
+        if conn.loss_epoch == epoch {
+            return Some(conn);
+        }
+        match tokio::time::timeout(self.connector.timeout(), conn.sync_round_trip()).await {
+            Ok(Ok(())) => {
+                conn.loss_epoch = epoch;
+                Some(conn)
+            }
+            Ok(Err(_)) | Err(_) => {
+                conn.broken = true;
+                self.closed_dead(vec![conn], Noticed::Proof);
+                None
+            }
+        }
+    }
+
     fn exhausted(&self, waited: Duration, global_cap: bool) -> PoolError {
         let st = lock(&self.state);
         let limit = if global_cap {
@@ -159,6 +195,8 @@ impl Pool {
         let topology = self.connector.topology().clone();
         let mut changes = topology.subscribe();
         let mut backoff = RETRY_FIRST;
+        // Read before connecting: a death seen while this one logs in makes it prove itself.
+        let epoch = self.loss_epoch();
         let mut conn = loop {
             changes.borrow_and_update();
             let why = match topology.pick(self.key.endpoint) {
@@ -219,6 +257,7 @@ impl Pool {
             }
         };
         conn.slot = Some(slot);
+        conn.loss_epoch = epoch;
         {
             let mut baseline = lock(&self.baseline);
             if baseline.is_none() {

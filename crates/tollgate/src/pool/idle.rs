@@ -20,9 +20,12 @@
 //!   death the reactor reported but the watch task has not handled yet. A connection idle for
 //!   at least [`SERVER_CHECK_DELAY`] also gets one `recv(MSG_PEEK)`, which sees what the reactor
 //!   has not reported yet; one returned less than that ago skips it, so the hot path (a
-//!   connection returned microseconds earlier and borrowed again) makes no extra syscall. What
-//!   is still missed — a death in the instant between the check and the first write — surfaces
-//!   as a backend lost before its first reply byte, which the relay retries on another backend.
+//!   connection returned microseconds earlier and borrowed again) makes no extra syscall.
+//! - After any backend of the pool died (`Pool::note_loss`), each connection that was open at
+//!   that moment answers one Sync before it is lent (`Pool::proven` in borrow.rs). A restart
+//!   or failover kills all backends at once and the first death is often seen before the
+//!   others' goodbyes arrive; the checks above see only what has arrived, and a request
+//!   written to a backend that then dies cannot be resent (it may have run).
 //! - `maintain` (once a second) checks again with the watch's waker, as a backstop.
 
 use super::{close, close_all, IdleServer, Pool};
@@ -50,6 +53,8 @@ pub(super) enum Noticed {
     Borrow,
     /// The once-a-second housekeeping.
     Maintain,
+    /// Its round trip at borrow after a neighbour died (`Pool::proven`).
+    Proof,
 }
 
 impl Noticed {
@@ -59,6 +64,7 @@ impl Noticed {
             Noticed::Return => "return",
             Noticed::Borrow => "borrow",
             Noticed::Maintain => "maintain",
+            Noticed::Proof => "proof",
         }
     }
 }
@@ -298,6 +304,7 @@ mod tests {
             broken: false,
             slot: None,
             lease: None,
+            loss_epoch: 0,
             statements: Default::default(),
         };
         (conn, theirs)
@@ -329,6 +336,18 @@ mod tests {
         )
     }
 
+    /// Plays a live backend's part in one proof: reads the Sync, answers ReadyForQuery (idle).
+    fn answer_sync(mut server: TcpStream) -> tokio::task::JoinHandle<TcpStream> {
+        use tokio::io::AsyncReadExt;
+        tokio::spawn(async move {
+            let mut sync = [0u8; 5];
+            server.read_exact(&mut sync).await.unwrap();
+            assert_eq!(&sync, b"S\0\0\0\x04");
+            server.write_all(b"Z\0\0\0\x05I").await.unwrap();
+            server
+        })
+    }
+
     /// Waits (bounded) for the watch task to act; 10 ms is a poll period, not a guess at timing.
     async fn until(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -342,7 +361,7 @@ mod tests {
     async fn an_idle_connection_the_server_ends_is_closed_without_a_borrow_or_housekeeping() {
         let pool = pool();
         let (doomed, mut server) = conn_and_server(1).await;
-        let (live, _live_server) = conn_and_server(2).await;
+        let (live, live_server) = conn_and_server(2).await;
         pool.put(doomed);
         pool.put(live);
         assert_eq!(pool.snapshot().idle, 2);
@@ -362,8 +381,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             [2]
         );
-        // The live one is still lent.
+        // The live one is still lent, after proving itself (a neighbour died while it was
+        // open: see `Pool::proven`).
+        let answered = answer_sync(live_server);
         assert_eq!(pool.get().await.unwrap().id, 2);
+        answered.await.unwrap();
     }
 
     #[tokio::test]
@@ -407,5 +429,35 @@ mod tests {
         // here (no credential), so the error proves the dead one was not lent.
         assert!(pool.get().await.is_err());
         assert_eq!(pool.global.closed_dead_idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_death_a_connection_open_at_that_moment_answers_sync_before_it_is_lent() {
+        use tokio::io::AsyncReadExt;
+        let pool = pool();
+        let (dying, dying_server) = conn_and_server(1).await;
+        let (live, live_server) = conn_and_server(2).await;
+        pool.put(live);
+        pool.put(dying);
+        // A neighbour died: both were open then. The dying one's backend has been signalled
+        // but its goodbye has not arrived, so no readiness check or peek can see it yet.
+        pool.note_loss();
+        let answer = answer_sync(live_server);
+        // The dying one (lent first: most recently returned) reads the Sync and exits with
+        // quickdie's warning instead of an answer.
+        let quit = tokio::spawn(async move {
+            let mut server = dying_server;
+            let mut sync = [0u8; 5];
+            server.read_exact(&mut sync).await.unwrap();
+            server.write_all(b"N\0\0\0\x04").await.unwrap();
+        });
+        let lent = pool.get().await.unwrap();
+        assert_eq!(lent.id, 2, "the dying connection was lent");
+        assert_eq!(pool.global.closed_dead_idle(), 1);
+        quit.await.unwrap();
+        let _server = answer.await.unwrap();
+        // Proved once: lent again without another round trip (the server would not answer).
+        pool.put(lent);
+        assert_eq!(pool.get().await.unwrap().id, 2);
     }
 }

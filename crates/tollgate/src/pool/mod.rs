@@ -36,13 +36,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// A process-wide origin for the pools' coarse timestamps.
-static EPOCH: std::sync::LazyLock<std::time::Instant> =
-    std::sync::LazyLock::new(std::time::Instant::now);
-
-/// How long after a backend died every borrow probes its connection's socket.
-const LOSS_PROBE_WINDOW: Duration = Duration::from_secs(10);
-
 /// Limits every pool shares.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -131,10 +124,11 @@ pub struct Pool {
     baseline: Mutex<Option<ParamSet>>,
     /// Notices idle connections the server ended.
     watch: idle::IdleWatch,
-    /// When this pool last saw a backend die (ms after `EPOCH`, 0: never): for a while after,
-    /// every borrow probes the socket, because a restart or failover kills the idle
-    /// connections all at once and the next borrows would otherwise race their goodbyes.
-    last_loss_ms: std::sync::atomic::AtomicU64,
+    /// How many times this pool saw a backend die. A connection that was already open at
+    /// the latest death (its `loss_epoch` is older) proves it is alive with one round trip
+    /// before it is lent: a restart or failover kills every backend at once, and the next
+    /// borrows would otherwise race their goodbyes (see `borrow.rs`, `proven`).
+    loss_epoch: std::sync::atomic::AtomicU64,
     weak_self: Weak<Pool>,
 }
 
@@ -161,7 +155,7 @@ impl Pool {
             credential: Mutex::new(None),
             baseline: Mutex::new(None),
             watch: idle::IdleWatch::new(),
-            last_loss_ms: std::sync::atomic::AtomicU64::new(0),
+            loss_epoch: std::sync::atomic::AtomicU64::new(0),
             weak_self: weak.clone(),
         });
         global.register(Arc::downgrade(&pool));
@@ -220,20 +214,13 @@ impl Pool {
     /// Records that a backend of this pool died (lost under a request, found dead idle, or a
     /// connection attempt failed the way a down server fails).
     pub fn note_loss(&self) {
-        let now = EPOCH.elapsed().as_millis() as u64;
-        self.last_loss_ms
-            .store(now.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.loss_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether a backend died within [`LOSS_PROBE_WINDOW`].
-    pub(super) fn loss_recent(&self) -> bool {
-        match self.last_loss_ms.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => false,
-            at => {
-                let now = EPOCH.elapsed().as_millis() as u64;
-                now.saturating_sub(at) < LOSS_PROBE_WINDOW.as_millis() as u64
-            }
-        }
+    /// The number of backend deaths seen so far (see `loss_epoch`).
+    pub(super) fn loss_epoch(&self) -> u64 {
+        self.loss_epoch.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the pool is paused.

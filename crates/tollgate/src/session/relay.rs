@@ -801,7 +801,7 @@ impl<'a> Relay<'a> {
         self.retries += 1;
         self.shared.stats.backend_retries.inc();
         // Its neighbours in the pool likely died with it (a restart, a terminate of all idle
-        // backends): the next borrows probe their sockets.
+        // backends): connections open now prove themselves before they are lent again.
         self.pool.note_loss();
         tracing::info!(peer = %self.client.peer, pool = %self.pool.key, error = why, attempt = self.retries,
             "backend failed before answering; sending the request to another one");
