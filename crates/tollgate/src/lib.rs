@@ -19,6 +19,7 @@ pub mod params;
 pub mod pin;
 pub mod pool;
 pub mod quickstart;
+pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod session;

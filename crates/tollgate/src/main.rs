@@ -29,12 +29,38 @@ enum Command {
     Status(tollgate::status::StatusArgs),
 }
 
+/// What the process was asked to do, with the proxy's configuration already loaded.
+enum Job {
+    Serve(Box<(tollgate::Config, ConfigSource)>),
+    Quickstart(Box<QuickstartArgs>),
+    Status(tollgate::status::StatusArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` needs its configuration before the runtime: worker_threads shapes it.
+    let job = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let source = ConfigSource {
+                cli: cli.settings.clone(),
+                file: cli.config.clone(),
+            };
+            match source.load() {
+                Ok(config) => Job::Serve(Box::new((config, source))),
+                Err(e) => {
+                    eprintln!("tollgate: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Command::Quickstart(args) => Job::Quickstart(args),
+        Command::Status(args) => Job::Status(args),
+    };
+    let threads = match &job {
+        Job::Serve(serve) => serve.0.worker_threads,
+        _ => tollgate::config::worker_threads(cli.settings.worker_threads).unwrap_or(1),
+    };
+    let runtime = match tollgate::runtime::build(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tollgate: cannot start the async runtime: {e}");
@@ -42,16 +68,19 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Run) {
-            Command::Quickstart(args) => {
+        match job {
+            Job::Quickstart(args) => {
                 tollgate::logging::init(
                     cli.settings.log_level.as_deref().unwrap_or("warn"),
                     tollgate::config::LogFormat::Text,
                 );
                 tollgate::quickstart::run(*args, cli.settings).await
             }
-            Command::Run => serve(cli.settings, cli.config).await,
-            Command::Status(args) => {
+            Job::Serve(job) => {
+                let (config, source) = *job;
+                serve(config, source).await
+            }
+            Job::Status(args) => {
                 let screen =
                     tollgate::status::run(args, cli.settings, cli.config.as_deref()).await?;
                 print!("{screen}");
@@ -68,13 +97,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: RawConfig, file: Option<PathBuf>) -> anyhow::Result<()> {
-    // Kept whole so a reload (SIGHUP, RELOAD) re-merges the same flags and env over the file.
-    let source = ConfigSource {
-        cli: settings,
-        file,
-    };
-    let config = source.load()?;
+/// Runs the proxy. `source` is kept whole so a reload (SIGHUP, RELOAD) re-merges the same
+/// flags and env over the file.
+async fn serve(config: tollgate::Config, source: ConfigSource) -> anyhow::Result<()> {
     tollgate::logging::init(&config.log_level, config.log_format);
     let server = tollgate::Server::bind(config).await?;
     server.set_config_source(source);

@@ -44,6 +44,10 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
         "backend_iam_region",
         "Tollgate's AWS credential chain is set up at start",
     ),
+    (
+        "worker_threads",
+        "the runtime's threads start with the process",
+    ),
     ("instance", TOPOLOGY),
     ("health_check_interval", TOPOLOGY),
     ("health_check_user", TOPOLOGY),
@@ -142,6 +146,7 @@ pub fn plan(old: &Config, new: Config) -> (Config, Vec<Change>) {
     let wanted = new.entries();
     let mut next = new;
     next.listen = old.listen;
+    next.worker_threads = old.worker_threads;
     next.upstream = old.upstream.clone();
     next.auth_file = old.auth_file.clone();
     next.pool_mode = old.pool_mode;
@@ -390,6 +395,7 @@ mod tests {
             pool_mode: Some("session".into()),
             pool_size: Some(3),
             max_pools: Some(4),
+            worker_threads: Some(2),
             max_connections_percent: Some(90),
             max_idle_connections_percent: Some(10),
             connection_borrow_timeout: Some(5),

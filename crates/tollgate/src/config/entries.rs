@@ -57,6 +57,7 @@ impl Config {
             ("pool_mode", self.pool_mode.as_str().to_string()),
             ("pool_size", self.pool_size.to_string()),
             ("max_pools", self.max_pools.to_string()),
+            ("worker_threads", self.worker_threads.to_string()),
             (
                 "max_connections_percent",
                 self.max_connections_percent.to_string(),
@@ -254,7 +255,7 @@ mod tests {
         assert_eq!(get("iam_auth"), Some("disabled"));
         // Keys are the config file's: each one is a RawConfig field (a wrong type, not an
         // unknown key).
-        assert_eq!(entries.len(), 53);
+        assert_eq!(entries.len(), 54);
         for (k, _) in &entries {
             let e = RawConfig::from_toml(&format!("{k} = {{}}\n"))
                 .unwrap_err()

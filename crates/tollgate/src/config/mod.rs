@@ -71,6 +71,8 @@ pub struct Config {
     pub pool_size: usize,
     /// Most (database, user) pools at once.
     pub max_pools: usize,
+    /// Runtime threads (see [`worker_threads`]); already resolved: 0 never reaches here.
+    pub worker_threads: usize,
     /// Global cap, percent of the server's max_connections.
     pub max_connections_percent: u32,
     /// Idle connections kept, percent of the server's max_connections.
@@ -155,6 +157,24 @@ pub struct ConfigSource {
     pub file: Option<PathBuf>,
 }
 
+/// Default runtime threads: one. Measured on the 2-core benchmark box (see ARCHITECTURE.md,
+/// "Runtime"), one thread beat two at every client count: a relay's work per message is a
+/// few microseconds, and with two threads most of it becomes the kernel waking the other
+/// thread. Larger machines that serve many busy clients set more.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+
+/// `worker_threads` resolved: unset is [`DEFAULT_WORKER_THREADS`], 0 is one per CPU.
+pub fn worker_threads(raw: Option<usize>) -> Result<usize, ConfigError> {
+    match raw.unwrap_or(DEFAULT_WORKER_THREADS) {
+        0 => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n if n <= 1024 => Ok(n),
+        n => Err(invalid(
+            "worker_threads",
+            format!("{n} is not between 0 (one per CPU) and 1024"),
+        )),
+    }
+}
+
 impl ConfigSource {
     /// Reads and validates the configuration as it stands now.
     pub fn load(&self) -> Result<Config, ConfigError> {
@@ -226,6 +246,7 @@ impl Config {
                 format!("{max_pools} is not between 1 and 1000000"),
             ));
         }
+        let worker_threads = worker_threads(raw.worker_threads)?;
         let pct = |key, v: Option<u32>, default: u32, min: u32| -> Result<u32, ConfigError> {
             let v = v.unwrap_or(default);
             if v < min || v > 100 {
@@ -391,6 +412,7 @@ impl Config {
             pool_mode,
             pool_size: pool_size as usize,
             max_pools,
+            worker_threads,
             max_connections_percent,
             max_idle_connections_percent,
             connection_borrow_timeout,

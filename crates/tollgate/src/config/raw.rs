@@ -35,6 +35,12 @@ pub struct RawConfig {
     #[arg(long, env = "TOLLGATE_MAX_POOLS")]
     pub max_pools: Option<usize>,
 
+    /// Threads that run client sessions: 1 runs everything on one thread (a client, its
+    /// backend and their wake-ups never cross threads); more uses tokio's multi-thread
+    /// runtime; 0 means one per CPU [default: 1].
+    #[arg(long, env = "TOLLGATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Cap on all backend connections together, as a percent of the server's max_connections [default: 100].
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS_PERCENT")]
     pub max_connections_percent: Option<u32>,
@@ -290,6 +296,7 @@ impl RawConfig {
             pool_mode,
             pool_size,
             max_pools,
+            worker_threads,
             max_connections_percent,
             max_idle_connections_percent,
             connection_borrow_timeout,
