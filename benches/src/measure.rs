@@ -138,6 +138,11 @@ pub struct Bench {
     pub seconds: u32,
 }
 
+/// How long a pgbench run of `seconds` may take before it counts as hung.
+fn run_timeout(seconds: u32) -> Duration {
+    Duration::from_secs(u64::from(seconds) * 2 + 180)
+}
+
 /// Resource counters read right before and right after pgbench.
 #[derive(Debug, Clone, Copy)]
 struct Snapshot {
@@ -193,17 +198,30 @@ impl Bench {
             db: postgres::BENCH_DB,
             tls: case.client_tls,
         };
-        let mut args = case.pgbench_args(self.seconds);
-        if case.latency_log {
-            args.push("-l".into());
-        }
-        // Generous: Tollgate's clients may wait up to connection_borrow_timeout (120 s) for a
-        // backend, and a hang should be reported, not waited out forever.
-        let timeout = Duration::from_secs(u64::from(self.seconds) * 2 + 180);
-
-        let before = self.snapshot(target, case.iam)?;
-        let finished = pgbench::run(&self.pgbench, &conn, &args, workdir.path(), timeout)?;
-        let after = self.snapshot(target, case.iam)?;
+        let mut seconds = self.seconds;
+        let (before, finished, after) = loop {
+            let mut args = case.pgbench_args(seconds);
+            if case.latency_log {
+                args.push("-l".into());
+            }
+            // Generous: Tollgate's clients may wait up to connection_borrow_timeout (120 s)
+            // for a backend, and a hang should be reported, not waited out forever.
+            let timeout = run_timeout(seconds);
+            let before = self.snapshot(target, case.iam)?;
+            let finished = pgbench::run(&self.pgbench, &conn, &args, workdir.path(), timeout)?;
+            let after = self.snapshot(target, case.iam)?;
+            // A clock that ran out during the logins measured nothing: give it more time
+            // (twice, at most) rather than report a run that never started.
+            if finished.success
+                && pgbench::ran_out_while_connecting(&finished.stdout)
+                && seconds < self.seconds.saturating_mul(4)
+            {
+                seconds = seconds.saturating_mul(2);
+                eprint!("(connecting used up the run; again with -T {seconds}) … ");
+                continue;
+            }
+            break (before, finished, after);
+        };
         let loadavg = procstat::loadavg_1min()?;
 
         let idle_memory = held.map(|(held, memory)| {
@@ -217,7 +235,10 @@ impl Bench {
 
         if !finished.success {
             let what = if finished.timed_out {
-                format!("pgbench hung and was killed after {}s", timeout.as_secs())
+                format!(
+                    "pgbench hung and was killed after {}s",
+                    run_timeout(seconds).as_secs()
+                )
             } else {
                 format!("pgbench failed ({})", finished.status)
             };

@@ -203,6 +203,19 @@ pub fn parse_summary(stdout: &str) -> Result<Summary> {
     })
 }
 
+/// Whether a run that exited cleanly did no transaction at all because its `-T` clock ran out
+/// while the clients were still connecting. pgbench 15 starts that clock before the initial
+/// connections, so hundreds of SCRAM logins on a busy small machine can use up a short run;
+/// it then prints a processed count of 0 and no tps line.
+pub fn ran_out_while_connecting(stdout: &str) -> bool {
+    stdout.lines().map(str::trim).any(|line| {
+        line.strip_prefix("number of transactions actually processed:")
+            .is_some_and(|rest| rest.split('/').next().unwrap_or("").trim() == "0")
+    }) && !stdout
+        .lines()
+        .any(|line| line.trim_start().starts_with("tps ="))
+}
+
 /// Parses one number out of a summary line, naming the line on failure.
 fn parse_number<T: std::str::FromStr>(text: &str, line: &str) -> Result<T> {
     text.trim()
@@ -320,6 +333,20 @@ latency average = 1.000 ms
 tps = 990.1 (including connections establishing)
 tps = 1000.2 (excluding connections establishing)
 ";
+
+    #[test]
+    fn a_run_whose_clock_ran_out_while_connecting_is_recognised() {
+        let nothing = "\
+number of clients: 256
+duration: 3 s
+number of transactions actually processed: 0
+number of failed transactions: 0 (NaN%)
+";
+        assert!(ran_out_while_connecting(nothing));
+        assert!(parse_summary(nothing).is_err());
+        assert!(!ran_out_while_connecting(SELECT_ONLY));
+        assert!(!ran_out_while_connecting(OLD_PGBENCH));
+    }
 
     #[test]
     fn reads_the_summary_of_a_timed_run() {
