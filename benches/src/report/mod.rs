@@ -3,11 +3,18 @@
 //!
 //! Pure: it formats the records it is given and reads nothing.
 
+mod case;
+#[cfg(test)]
+mod fixtures;
+mod stats;
+
 use std::fmt::Write as _;
 
 use crate::measure::{Measured, Outcome, RunRecord};
 use crate::scenario::Case;
 use crate::targets::Target;
+use stats::{differences, p50, p99, pooler_cpu, ratio_cell, rss_per_idle, tps};
+pub use stats::{format_spread, spread};
 
 /// What the report starts with.
 #[derive(Debug, Clone, Default)]
@@ -44,175 +51,8 @@ pub struct Report {
     pub failover: Option<crate::failover::FailoverResult>,
 }
 
-/// Median, minimum and maximum of some values.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
-    /// Median (mean of the middle two for an even count).
-    pub median: f64,
-    /// Smallest.
-    pub min: f64,
-    /// Largest.
-    pub max: f64,
-    /// How many values.
-    pub count: usize,
-}
-
-/// The spread of the finite values in `values`; `None` when there are none.
-pub fn spread(values: &[f64]) -> Option<Spread> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if sorted.is_empty() {
-        return None;
-    }
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let mid = n / 2;
-    let median = if n % 2 == 1 {
-        sorted.get(mid).copied()?
-    } else {
-        (sorted.get(mid - 1).copied()? + sorted.get(mid).copied()?) / 2.0
-    };
-    Some(Spread {
-        median,
-        min: sorted.first().copied()?,
-        max: sorted.last().copied()?,
-        count: n,
-    })
-}
-
-/// "0.97 (0.95–0.99)", or just "0.97" when the range rounds to one value.
-pub fn format_spread(s: &Spread, decimals: usize) -> String {
-    let median = format!("{:.*}", decimals, s.median);
-    let min = format!("{:.*}", decimals, s.min);
-    let max = format!("{:.*}", decimals, s.max);
-    if min == max {
-        median
-    } else {
-        format!("{median} ({min}–{max})")
-    }
-}
-
-/// The measurement of `target` in repetition `rep`, if it ran cleanly.
-fn measured(records: &[RunRecord], target: Target, rep: usize) -> Option<&Measured> {
-    records
-        .iter()
-        .find(|r| r.target == target && r.rep == rep)
-        .and_then(|r| match &r.outcome {
-            Outcome::Measured(m) => Some(m),
-            _ => None,
-        })
-}
-
-/// The repetitions present in `records`, ascending.
-fn reps(records: &[RunRecord]) -> Vec<usize> {
-    let mut reps: Vec<usize> = records.iter().map(|r| r.rep).collect();
-    reps.sort_unstable();
-    reps.dedup();
-    reps
-}
-
-/// `metric(a) / metric(b)` per repetition where both ran (runs of one repetition are back to
-/// back, so their ratio cancels most of the machine's drift).
-pub fn ratios(
-    records: &[RunRecord],
-    a: Target,
-    b: Target,
-    metric: impl Fn(&Measured) -> Option<f64>,
-) -> Vec<f64> {
-    reps(records)
-        .into_iter()
-        .filter_map(|rep| {
-            let x = metric(measured(records, a, rep)?)?;
-            let y = metric(measured(records, b, rep)?)?;
-            (y != 0.0).then(|| x / y)
-        })
-        .collect()
-}
-
-/// `metric(a) - metric(b)` per repetition where both ran.
-pub fn differences(
-    records: &[RunRecord],
-    a: Target,
-    b: Target,
-    metric: impl Fn(&Measured) -> Option<f64>,
-) -> Vec<f64> {
-    reps(records)
-        .into_iter()
-        .filter_map(|rep| {
-            Some(metric(measured(records, a, rep)?)? - metric(measured(records, b, rep)?)?)
-        })
-        .collect()
-}
-
-/// Why a ratio against `b` has no value: the runs of `a` or `b` that did not measure.
-fn missing_reason(records: &[RunRecord], a: Target, b: Target) -> String {
-    for target in [a, b] {
-        let mine: Vec<&RunRecord> = records.iter().filter(|r| r.target == target).collect();
-        if mine.is_empty() {
-            return format!("{} not run", target.name());
-        }
-        if let Some(r) = mine
-            .iter()
-            .find(|r| !matches!(r.outcome, Outcome::Measured(_)))
-        {
-            return match &r.outcome {
-                Outcome::NotApplicable(_) => "n/a".to_owned(),
-                Outcome::Failed { expected: true, .. } => {
-                    format!("{} fails (expected)", target.name())
-                }
-                Outcome::Failed { .. } => format!("**{} failed**", target.name()),
-                Outcome::Measured(_) => String::new(),
-            };
-        }
-    }
-    "—".to_owned()
-}
-
-/// A ratio cell: the spread, or why there is none.
-fn ratio_cell(
-    records: &[RunRecord],
-    a: Target,
-    b: Target,
-    decimals: usize,
-    metric: impl Fn(&Measured) -> Option<f64>,
-) -> String {
-    match spread(&ratios(records, a, b, metric)) {
-        Some(s) => format_spread(&s, decimals),
-        None => missing_reason(records, a, b),
-    }
-}
-
-/// TPS.
-fn tps(m: &Measured) -> Option<f64> {
-    Some(m.summary.tps)
-}
-
-/// Mean latency, ms.
-fn latency(m: &Measured) -> Option<f64> {
-    Some(m.summary.latency_ms)
-}
-
-/// Pooler CPU per transaction, µs.
-fn pooler_cpu(m: &Measured) -> Option<f64> {
-    m.pooler_us_per_tx()
-}
-
-/// p50 latency, µs.
-fn p50(m: &Measured) -> Option<f64> {
-    m.latency.map(|l| l.p50_us as f64)
-}
-
-/// p99 latency, µs.
-fn p99(m: &Measured) -> Option<f64> {
-    m.latency.map(|l| l.p99_us as f64)
-}
-
-/// Pooler RSS growth per idle client, KiB.
-fn rss_per_idle(m: &Measured) -> Option<f64> {
-    m.idle.as_ref().map(|i| i.kib_per_client())
-}
-
 /// Escapes a value for a markdown table cell.
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
@@ -240,7 +80,7 @@ pub fn render(report: &Report) -> String {
         render_overview(&mut out, &report.cases);
     }
     for case in &report.cases {
-        render_case(&mut out, case);
+        case::render_case(&mut out, case);
     }
     if let Some(rate) = &report.iam_rate {
         crate::iam_rate::render(&mut out, rate);
@@ -279,7 +119,7 @@ fn render_overview(out: &mut String, cases: &[CaseResult]) {
 
 /// The case-specific figure for the overview: added latency, memory per idle client, or
 /// Tollgate's own figures where nothing compares (IAM).
-fn overview_extra(c: &CaseResult) -> String {
+pub(super) fn overview_extra(c: &CaseResult) -> String {
     let r = &c.records;
     if c.case.iam {
         let tollgate = |metric: fn(&Measured) -> Option<f64>, decimals: usize| {
@@ -339,205 +179,12 @@ fn overview_extra(c: &CaseResult) -> String {
     String::new()
 }
 
-/// One case: what it is, its ratios, and its raw runs.
-fn render_case(out: &mut String, c: &CaseResult) {
-    let r = &c.records;
-    let _ = writeln!(
-        out,
-        "## {}\n\n{}\n\n`{}`\n",
-        c.case.label, c.case.about, c.command
-    );
-    if let Some(why) = c.case.pgbouncer_fails_because {
-        let _ = writeln!(out, "Expected: {why}.\n");
-    }
-
-    out.push_str("| ratio (median, min–max) | Tollgate/PgBouncer | Tollgate/direct |\n");
-    out.push_str("|---|---|---|\n");
-    let both = |name: &str, decimals: usize, metric: fn(&Measured) -> Option<f64>| {
-        format!(
-            "| {name} | {} | {} |\n",
-            ratio_cell(r, Target::Tollgate, Target::PgBouncer, decimals, metric),
-            ratio_cell(r, Target::Tollgate, Target::Direct, decimals, metric),
-        )
-    };
-    out.push_str(&both("TPS (higher is better)", 2, tps));
-    out.push_str(&both("mean latency (lower is better)", 2, latency));
-    if c.case.latency_log {
-        out.push_str(&both("p50 latency", 2, p50));
-        out.push_str(&both("p99 latency", 2, p99));
-    }
-    let _ = writeln!(
-        out,
-        "| pooler CPU per transaction (lower is better) | {} | — |",
-        ratio_cell(r, Target::Tollgate, Target::PgBouncer, 2, pooler_cpu)
-    );
-    if c.case.idle.is_some() {
-        let _ = writeln!(
-            out,
-            "| RSS per idle client (lower is better) | {} | — |",
-            ratio_cell(r, Target::Tollgate, Target::PgBouncer, 2, rss_per_idle)
-        );
-    }
-    out.push('\n');
-    let extra = overview_extra(c);
-    if !extra.is_empty() {
-        let _ = writeln!(out, "{extra}.\n");
-    }
-
-    render_runs(out, c);
-}
-
-/// The raw table: one row per run.
-fn render_runs(out: &mut String, c: &CaseResult) {
-    let mut head = String::from(
-        "| target | rep | TPS | mean latency (ms) | failed tx | PostgreSQL CPU (s) | pooler CPU (s) \
-         | pooler CPU/tx (µs) | pgbench CPU (s) | other load (cores) | loadavg 1m |",
-    );
-    let mut columns = 11;
-    if c.case.latency_log {
-        head.push_str(" p50 (µs) | p99 (µs) |");
-        columns += 2;
-    }
-    if c.case.idle.is_some() {
-        head.push_str(
-            " idle clients | pooler RSS before → after (MiB) | RSS per idle client (KiB) |",
-        );
-        columns += 3;
-    }
-    let _ = writeln!(out, "{head}\n|{}", "---|".repeat(columns));
-
-    let mut rows: Vec<&RunRecord> = c.records.iter().collect();
-    rows.sort_by_key(|r| (r.target, r.rep));
-    for run in rows {
-        let _ = write!(out, "| {} | {} |", run.target.name(), run.rep + 1);
-        match &run.outcome {
-            Outcome::Measured(m) => {
-                let opt = |v: Option<f64>, d: usize| {
-                    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.d$}"))
-                };
-                let _ = write!(
-                    out,
-                    " {:.0} | {:.3} | {} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} |",
-                    m.summary.tps,
-                    m.summary.latency_ms,
-                    m.summary.failed,
-                    m.postgres_cpu_s,
-                    opt(m.pooler_cpu_s, 2),
-                    opt(m.pooler_us_per_tx(), 1),
-                    m.pgbench_cpu_s,
-                    m.other_cores,
-                    m.loadavg,
-                );
-                if c.case.latency_log {
-                    let _ = write!(out, " {} | {} |", opt(p50(m), 0), opt(p99(m), 0));
-                }
-                if c.case.idle.is_some() {
-                    match &m.idle {
-                        Some(i) => {
-                            let _ = write!(
-                                out,
-                                " {} | {:.1} → {:.1} | {:.1} |",
-                                i.clients,
-                                i.rss_before_kib as f64 / 1024.0,
-                                i.rss_after_kib as f64 / 1024.0,
-                                i.kib_per_client()
-                            );
-                        }
-                        None => out.push_str(" — | — | — |"),
-                    }
-                }
-            }
-            Outcome::Failed { reason, expected } => {
-                let label = if *expected {
-                    "fails (expected)"
-                } else {
-                    "**FAILED**"
-                };
-                let _ = write!(
-                    out,
-                    " {label}: {} |{}",
-                    cell(reason),
-                    " — |".repeat(columns - 3)
-                );
-            }
-            Outcome::NotApplicable(why) => {
-                let _ = write!(out, " n/a: {} |{}", cell(why), " — |".repeat(columns - 3));
-            }
-        }
-        out.push('\n');
-    }
-    out.push('\n');
-}
-
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{case, measured, record};
     use super::*;
     use crate::measure::IdleMemory;
-    use crate::pgbench::{Percentiles, Summary};
-    use crate::scenario::all_cases;
-
-    fn measured(tps: f64, pooler_cpu_s: Option<f64>) -> Outcome {
-        Outcome::Measured(Measured {
-            summary: Summary {
-                processed: (tps * 10.0) as u64,
-                failed: 0,
-                tps,
-                latency_ms: 32.0 / tps * 1000.0,
-            },
-            wall_s: 10.0,
-            postgres_cpu_s: 5.0,
-            pooler_cpu_s,
-            pgbench_cpu_s: 2.0,
-            other_cores: 0.25,
-            loadavg: 1.5,
-            latency: None,
-            idle: None,
-        })
-    }
-
-    fn record(target: Target, rep: usize, outcome: Outcome) -> RunRecord {
-        RunRecord {
-            target,
-            rep,
-            outcome,
-        }
-    }
-
-    fn case(label: &str) -> Case {
-        all_cases(100)
-            .into_iter()
-            .find(|c| c.label == label)
-            .unwrap()
-    }
-
-    #[test]
-    fn spread_takes_the_median_and_range() {
-        let s = spread(&[3.0, 1.0, 2.0]).unwrap();
-        assert_eq!((s.median, s.min, s.max, s.count), (2.0, 1.0, 3.0, 3));
-        assert_eq!(spread(&[1.0, 2.0, 4.0, 10.0]).unwrap().median, 3.0);
-        assert_eq!(spread(&[]), None);
-        assert_eq!(spread(&[f64::NAN]), None);
-        assert_eq!(format_spread(&spread(&[0.9512]).unwrap(), 2), "0.95");
-        assert_eq!(format_spread(&spread(&[19.31, 19.34]).unwrap(), 1), "19.3");
-        assert_eq!(
-            format_spread(&spread(&[0.9, 1.0, 1.1]).unwrap(), 2),
-            "1.00 (0.90–1.10)"
-        );
-    }
-
-    #[test]
-    fn ratios_pair_runs_of_the_same_repetition() {
-        let records = vec![
-            record(Target::Tollgate, 0, measured(900.0, Some(1.0))),
-            record(Target::PgBouncer, 0, measured(1000.0, Some(2.0))),
-            record(Target::Tollgate, 1, measured(1100.0, Some(1.0))),
-            record(Target::PgBouncer, 1, measured(1000.0, Some(2.0))),
-            record(Target::Tollgate, 2, measured(5000.0, Some(1.0))),
-        ];
-        let r = ratios(&records, Target::Tollgate, Target::PgBouncer, tps);
-        assert_eq!(r.len(), 2);
-        assert!((r[0] - 0.9).abs() < 1e-12 && (r[1] - 1.1).abs() < 1e-12);
-    }
+    use crate::pgbench::Percentiles;
 
     #[test]
     fn report_shows_ratios_failures_and_raw_rows() {
