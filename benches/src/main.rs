@@ -1,9 +1,10 @@
 //! Benchmark harness: Tollgate against direct PostgreSQL and PgBouncer, reported as ratios.
 //!
 //! `cargo run --release -p tollgate-bench -- [--quick] [--scenario NAME] [--reps N]` starts a
-//! throwaway PostgreSQL, PgBouncer and Tollgate by itself, runs every scenario against the three
-//! back to back (alternating their order between repetitions, from the same database state), and
-//! writes `target/bench-report.md`.
+//! throwaway PostgreSQL, PgBouncer and two Tollgates (`--worker-threads 1` and 2) by itself, runs
+//! every scenario against direct PostgreSQL and the three poolers back to back (rotating their
+//! order between repetitions, from the same database state), and writes
+//! `target/bench-report.md`.
 
 mod failover;
 mod iam;
@@ -35,10 +36,10 @@ use scenario::Case;
 use targets::files::PoolerFiles;
 use targets::pgbouncer::{PgBouncer, PGBOUNCER_BIN};
 use targets::postgres::{Postgres, BENCH_USER, IDLE_USER};
-use targets::tollgate::{self as tollgate_target, Tollgate};
+use targets::tollgate::{self as tollgate_target, Tollgate, TollgateArm, TollgateSpec};
 use targets::Target;
 
-/// Backend connections per pool, for both poolers.
+/// Backend connections per pool, for every pooler.
 const POOL_SIZE: u32 = 20;
 /// PgBouncer's `max_client_conn` (Tollgate's default is the same).
 const MAX_CLIENT_CONN: u32 = 20_000;
@@ -193,8 +194,8 @@ struct CasesRan {
     all_ok: bool,
 }
 
-/// Starts PostgreSQL, PgBouncer and Tollgate, runs every case against the three, and stops
-/// them again.
+/// Starts PostgreSQL, PgBouncer and both Tollgate arms, runs every case against the four
+/// targets, and stops them again.
 fn run_cases(
     settings: &Settings,
     cases: &[Case],
@@ -210,11 +211,10 @@ fn run_cases(
         (BENCH_USER, &postgres.stored_secret(BENCH_USER)?),
         (IDLE_USER, &postgres.stored_secret(IDLE_USER)?),
     ])?;
-    step("starting PgBouncer and Tollgate");
+    step("starting PgBouncer and Tollgate (1 and 2 worker threads)");
     let pgbouncer = PgBouncer::start(&files, postgres.port(), POOL_SIZE, MAX_CLIENT_CONN)?;
-    let tollgate = Tollgate::start(tollgate_bin, &files, postgres.port(), POOL_SIZE)?;
-    let tollgate_iam = if cases.iter().any(|c| c.iam) {
-        step("starting a second Tollgate that requires IAM auth tokens");
+    let iam_settings = if cases.iter().any(|c| c.iam) {
+        step("starting a Tollgate per arm that requires IAM auth tokens");
         // Tollgate logs in to PostgreSQL with the bench user's password for IAM-verified
         // clients: a SCRAM verifier alone (the other auth file) cannot log in for them.
         let auth_file = files.dir().join("iam-userlist.txt");
@@ -222,18 +222,30 @@ fn run_cases(
             &auth_file,
             &targets::files::auth_file_text(&[(BENCH_USER, targets::postgres::BENCH_PASSWORD)]),
         )?;
-        let flags = iam::write_files(files.dir())?;
-        Some(Tollgate::start_with(
-            tollgate_bin,
-            &files,
-            postgres.port(),
-            POOL_SIZE,
-            &auth_file,
-            &flags,
-        )?)
+        Some((auth_file, iam::write_files(files.dir())?))
     } else {
         None
     };
+    let start_arm = |target: Target| -> Result<TollgateArm> {
+        let threads = target
+            .worker_threads()
+            .context("only a Tollgate arm has worker threads")?;
+        let spec = TollgateSpec::new(tollgate_bin, &files, postgres.port(), POOL_SIZE, threads);
+        let iam = match &iam_settings {
+            Some((auth_file, flags)) => Some(Tollgate::start(&TollgateSpec {
+                auth_file: auth_file.clone(),
+                extra: flags.clone(),
+                ..spec.clone()
+            })?),
+            None => None,
+        };
+        Ok(TollgateArm {
+            plain: Tollgate::start(&spec)?,
+            iam,
+        })
+    };
+    let tollgate = start_arm(Target::Tollgate)?;
+    let tollgate2 = start_arm(Target::Tollgate2)?;
 
     let postgres_version = postgres
         .version()
@@ -245,13 +257,14 @@ fn run_cases(
         tollgate_bin,
         pgbench_bin,
     );
-    if tollgate_iam.is_some() {
+    if iam_settings.is_some() {
         let iterations = if settings.quick { 2_000 } else { 20_000 };
         let cost = iam::verify_cost(iterations)?;
         header.setup.push(format!(
-            "connect-storm-iam: a second Tollgate with iam_auth = required, the local verifier, \
-             a 100-key trusted keys file and a 2-statement policy; pgbench's password is a fresh \
-             token (as the AWS SDKs sign it) per run. PgBouncer and PostgreSQL have no IAM \
+            "connect-storm-iam: a second Tollgate per arm (same worker threads) with iam_auth = \
+             required, the local verifier, a 100-key trusted keys file and a 2-statement policy; \
+             pgbench's password is a fresh token (as the AWS SDKs sign it) per run; the \
+             fixed-rate run goes to the 1-thread one. PgBouncer and PostgreSQL have no IAM \
              authentication (n/a). Verify cost per connection, in process: \
              LocalVerifier::verify (parse, checks, SigV4 recompute, keys-file allow, policy) \
              takes {:.1} µs per token (mean of {} verifications).",
@@ -266,10 +279,9 @@ fn run_cases(
     let mut bench = Bench {
         pgbouncer,
         tollgate,
-        tollgate_iam,
+        tollgate2,
         postgres,
         files,
-        tollgate_bin: tollgate_bin.to_path_buf(),
         pool_size: POOL_SIZE,
         max_client_conn: MAX_CLIENT_CONN,
         pgbench: pgbench_bin.to_path_buf(),
@@ -287,7 +299,7 @@ fn run_cases(
             for target in Target::order_for_rep(rep) {
                 done += 1;
                 eprint!(
-                    "[{done:>3}/{total_runs}] {:<24} {:<9} rep {}/{} … ",
+                    "[{done:>3}/{total_runs}] {:<24} {:<11} rep {}/{} … ",
                     case.label,
                     target.name(),
                     rep + 1,
@@ -306,23 +318,14 @@ fn run_cases(
                     }
                 ) {
                     all_ok = false;
-                    if target == Target::Tollgate {
-                        let tollgate = match (&bench.tollgate_iam, case.iam) {
-                            (Some(iam), true) => iam,
-                            _ => &bench.tollgate,
-                        };
-                        eprintln!("  tollgate's recent log:\n{}", indent(&tollgate.log_tail()));
-                    } else if target == Target::PgBouncer {
-                        eprintln!(
-                            "  pgbouncer's recent log:\n{}",
-                            indent(&bench.pgbouncer.log_tail())
-                        );
-                    } else {
-                        eprintln!(
-                            "  PostgreSQL's recent log:\n{}",
-                            indent(&bench.postgres.log_tail())
-                        );
-                    }
+                    let whose = match target {
+                        Target::Direct => "PostgreSQL",
+                        _ => target.name(),
+                    };
+                    eprintln!(
+                        "  {whose}'s recent log:\n{}",
+                        indent(&bench.log_tail(target, case.iam))
+                    );
                 }
                 records.push(RunRecord {
                     target,
@@ -337,7 +340,7 @@ fn run_cases(
             records,
         });
     }
-    let iam_rate = match &bench.tollgate_iam {
+    let iam_rate = match &bench.tollgate.iam {
         Some(iam) if cases.iter().any(|c| c.iam) => {
             let result = run_iam_rate(&bench, iam, settings)?;
             all_ok &= result.succeeded == result.attempted && result.steady_error.is_none();
@@ -520,13 +523,16 @@ fn header(
             settings.scale
         ),
         format!(
-            "Both poolers: transaction mode, pool size {POOL_SIZE} per (database, user), \
+            "Poolers (PgBouncer, and Tollgate with --worker-threads 1 as tollgate and 2 as \
+             tollgate-2t, each its own process): transaction mode, pool size {POOL_SIZE} per \
+             (database, user), \
              max_client_conn {MAX_CLIENT_CONN}, the same auth file (bench user: the server's \
              SCRAM verifier, so SCRAM with pass-through to PostgreSQL; idle user: md5 hash), \
              plain TCP to PostgreSQL on 127.0.0.1. PgBouncer runs as an unprivileged user when \
-             the harness is root. Open-files limit (inherited by both): {fd_limit}{fd_note}."
+             the harness is root. Open-files limit (inherited by the poolers and pgbench): \
+             {fd_limit}{fd_note}."
         ),
-        "Each repetition runs the three targets back to back, rotating their order between \
+        "Each repetition runs the four targets back to back, rotating their order between \
          repetitions; before every run pgbench_history is truncated, the pgbench tables are \
          vacuumed and PostgreSQL checkpoints."
             .to_owned(),
@@ -565,7 +571,7 @@ fn header(
 /// "Negotiated with the idle TLS clients: ..." lines, one per pooler, from the runs.
 fn negotiated_tls(cases: &[CaseResult]) -> Vec<String> {
     let mut lines = Vec::new();
-    for target in [Target::Tollgate, Target::PgBouncer] {
+    for target in Target::POOLERS {
         let session = cases
             .iter()
             .flat_map(|c| &c.records)

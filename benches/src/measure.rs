@@ -16,7 +16,7 @@ use crate::scenario::{Case, IdleClients};
 use crate::targets::files::PoolerFiles;
 use crate::targets::pgbouncer::PgBouncer;
 use crate::targets::postgres::{self, Postgres};
-use crate::targets::tollgate::Tollgate;
+use crate::targets::tollgate::{Tollgate, TollgateArm};
 use crate::targets::Target;
 use crate::wire_client::Login;
 
@@ -108,25 +108,22 @@ pub struct RunRecord {
     pub outcome: Outcome,
 }
 
-/// Everything a run needs: the three targets, pgbench and the run length.
+/// Everything a run needs: the four targets, pgbench and the run length.
 ///
 /// Fields drop in order: the poolers stop before PostgreSQL, and the files they read go last.
 #[derive(Debug)]
 pub struct Bench {
     /// The pooler compared with.
     pub pgbouncer: PgBouncer,
-    /// The pooler measured.
-    pub tollgate: Tollgate,
-    /// A second Tollgate requiring IAM auth (iam_auth = required, local verifier), for the
-    /// IAM cases; `None` when none is selected.
-    pub tollgate_iam: Option<Tollgate>,
+    /// The pooler measured, on one worker thread.
+    pub tollgate: TollgateArm,
+    /// The same on two worker threads.
+    pub tollgate2: TollgateArm,
     /// The database.
     pub postgres: Postgres,
     /// Auth file and certificate the poolers read (to restart them).
     pub files: PoolerFiles,
-    /// The tollgate binary (to restart it).
-    pub tollgate_bin: PathBuf,
-    /// Backend connections per pool, both poolers.
+    /// Backend connections per pool, every pooler.
     pub pool_size: u32,
     /// PgBouncer's max_client_conn.
     pub max_client_conn: u32,
@@ -288,32 +285,47 @@ impl Bench {
         }))
     }
 
-    /// The Tollgate for a case: the IAM one for IAM cases.
-    fn tollgate(&self, iam: bool) -> Result<&Tollgate> {
-        if iam {
-            self.tollgate_iam
-                .as_ref()
-                .context("an IAM case runs but no IAM Tollgate was started")
-        } else {
-            Ok(&self.tollgate)
+    /// The Tollgate arm behind `target`; `None` for direct and PgBouncer.
+    fn arm(&self, target: Target) -> Option<&TollgateArm> {
+        match target {
+            Target::Tollgate => Some(&self.tollgate),
+            Target::Tollgate2 => Some(&self.tollgate2),
+            Target::Direct | Target::PgBouncer => None,
+        }
+    }
+
+    /// The Tollgate process pgbench talks to for `target` (the IAM one for IAM cases);
+    /// `None` for direct and PgBouncer.
+    pub fn tollgate(&self, target: Target, iam: bool) -> Result<Option<&Tollgate>> {
+        self.arm(target).map(|arm| arm.get(iam)).transpose()
+    }
+
+    /// The recent log of whatever served `target` in a run that failed: the pooler's, or
+    /// PostgreSQL's for direct.
+    pub fn log_tail(&self, target: Target, iam: bool) -> String {
+        match (target, self.tollgate(target, iam)) {
+            (Target::PgBouncer, _) => self.pgbouncer.log_tail(),
+            (_, Ok(Some(tollgate))) => tollgate.log_tail(),
+            (_, Err(err)) => format!("{err:#}"),
+            (_, Ok(None)) => self.postgres.log_tail(),
         }
     }
 
     /// The port pgbench connects to for `target` (the IAM Tollgate's for IAM cases).
     fn port(&self, target: Target, iam: bool) -> Result<u16> {
-        Ok(match target {
-            Target::Direct => self.postgres.port(),
-            Target::PgBouncer => self.pgbouncer.port(),
-            Target::Tollgate => self.tollgate(iam)?.port(),
+        Ok(match (target, self.tollgate(target, iam)?) {
+            (_, Some(tollgate)) => tollgate.port(),
+            (Target::PgBouncer, None) => self.pgbouncer.port(),
+            (_, None) => self.postgres.port(),
         })
     }
 
     /// The pooler's pid; `None` for direct.
     fn pooler_pid(&self, target: Target, iam: bool) -> Result<Option<u32>> {
-        Ok(match target {
-            Target::Direct => None,
-            Target::PgBouncer => Some(self.pgbouncer.pid()?),
-            Target::Tollgate => Some(self.tollgate(iam)?.pid()?),
+        Ok(match (target, self.tollgate(target, iam)?) {
+            (_, Some(tollgate)) => Some(tollgate.pid()?),
+            (Target::PgBouncer, None) => Some(self.pgbouncer.pid()?),
+            (_, None) => None,
         })
     }
 
@@ -396,11 +408,8 @@ impl Bench {
                 self.pgbouncer =
                     PgBouncer::start(&self.files, pg_port, self.pool_size, self.max_client_conn)?;
             }
-            Target::Tollgate => {
-                self.tollgate.stop();
-                self.tollgate =
-                    Tollgate::start(&self.tollgate_bin, &self.files, pg_port, self.pool_size)?;
-            }
+            Target::Tollgate => self.tollgate.plain.restart()?,
+            Target::Tollgate2 => self.tollgate2.plain.restart()?,
         }
         Ok(())
     }
@@ -408,9 +417,7 @@ impl Bench {
     /// Fails, with its log, if a pooler has exited.
     fn check_poolers(&mut self) -> Result<()> {
         self.pgbouncer.check_running()?;
-        if let Some(iam) = &mut self.tollgate_iam {
-            iam.check_running()?;
-        }
-        self.tollgate.check_running()
+        self.tollgate.check_running()?;
+        self.tollgate2.check_running()
     }
 }

@@ -33,7 +33,7 @@ use tollgate_localpg::{Cluster, ClusterOptions};
 use crate::report::{format_spread, spread};
 use crate::targets::files::PoolerFiles;
 use crate::targets::postgres::{BENCH_DB, BENCH_PASSWORD, BENCH_USER};
-use crate::targets::tollgate::Tollgate;
+use crate::targets::tollgate::{Tollgate, TollgateSpec};
 use crate::targets::Target;
 
 mod load;
@@ -275,7 +275,10 @@ fn start_tollgate(
         "--connection-borrow-timeout".to_owned(),
         BORROW_TIMEOUT_S.to_string(),
     ]);
-    Tollgate::start_with(bin, files, ports[0], pool_size, &files.auth_file, &flags)
+    Tollgate::start(&TollgateSpec {
+        extra: flags,
+        ..TollgateSpec::new(bin, files, ports[0], pool_size, 1)
+    })
 }
 
 /// A client's connection settings: one host (Tollgate), or every server in order with

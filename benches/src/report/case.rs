@@ -2,10 +2,19 @@
 
 use std::fmt::Write as _;
 
-use super::stats::{latency, p50, p99, pooler_cpu, ratio_cell, rss_per_idle, tps};
+use super::stats::{latency, p50, p99, pooler_cpu, ratio_cell, rss_per_idle, tps, Metric};
 use super::{cell, overview_extra, CaseResult};
-use crate::measure::{Measured, Outcome, RunRecord};
+use crate::measure::{Outcome, RunRecord};
 use crate::targets::Target;
+
+/// The ratio columns of a case's table: each Tollgate arm against PgBouncer, then against
+/// direct.
+const PAIRS: [(Target, Target); 4] = [
+    (Target::Tollgate, Target::PgBouncer),
+    (Target::Tollgate2, Target::PgBouncer),
+    (Target::Tollgate, Target::Direct),
+    (Target::Tollgate2, Target::Direct),
+];
 
 /// One case: what it is, its ratios, and its raw runs.
 pub(super) fn render_case(out: &mut String, c: &CaseResult) {
@@ -19,31 +28,41 @@ pub(super) fn render_case(out: &mut String, c: &CaseResult) {
         let _ = writeln!(out, "Expected: {why}.\n");
     }
 
-    out.push_str("| ratio (median, min–max) | Tollgate/PgBouncer | Tollgate/direct |\n");
-    out.push_str("|---|---|---|\n");
-    let both = |name: &str, decimals: usize, metric: fn(&Measured) -> Option<f64>| {
-        format!(
-            "| {name} | {} | {} |\n",
-            ratio_cell(r, Target::Tollgate, Target::PgBouncer, decimals, metric),
-            ratio_cell(r, Target::Tollgate, Target::Direct, decimals, metric),
-        )
-    };
-    out.push_str(&both("TPS (higher is better)", 2, tps));
-    out.push_str(&both("mean latency (lower is better)", 2, latency));
-    if c.case.latency_log {
-        out.push_str(&both("p50 latency", 2, p50));
-        out.push_str(&both("p99 latency", 2, p99));
+    out.push_str("| ratio (median, min–max) |");
+    for (a, b) in PAIRS {
+        let _ = write!(out, " {}/{} |", a.title(), b.title());
     }
-    let _ = writeln!(
+    let _ = writeln!(out, "\n|---|{}", "---|".repeat(PAIRS.len()));
+    // Pooler-only metrics (`vs_direct` false) have nothing to divide by for direct.
+    let row = |out: &mut String, name: &str, vs_direct: bool, metric: Metric| {
+        let _ = write!(out, "| {name} |");
+        for (a, b) in PAIRS {
+            if b == Target::Direct && !vs_direct {
+                out.push_str(" — |");
+            } else {
+                let _ = write!(out, " {} |", ratio_cell(r, a, b, 2, metric));
+            }
+        }
+        out.push('\n');
+    };
+    row(out, "TPS (higher is better)", true, tps);
+    row(out, "mean latency (lower is better)", true, latency);
+    if c.case.latency_log {
+        row(out, "p50 latency", true, p50);
+        row(out, "p99 latency", true, p99);
+    }
+    row(
         out,
-        "| pooler CPU per transaction (lower is better) | {} | — |",
-        ratio_cell(r, Target::Tollgate, Target::PgBouncer, 2, pooler_cpu)
+        "pooler CPU per tx (lower is better)",
+        false,
+        pooler_cpu,
     );
     if c.case.idle.is_some() {
-        let _ = writeln!(
+        row(
             out,
-            "| RSS per idle client (lower is better) | {} | — |",
-            ratio_cell(r, Target::Tollgate, Target::PgBouncer, 2, rss_per_idle)
+            "RSS per idle client (lower is better)",
+            false,
+            rss_per_idle,
         );
     }
     out.push('\n');

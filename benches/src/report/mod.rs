@@ -1,5 +1,5 @@
-//! The markdown report: the machine, then the ratios (Tollgate/PgBouncer, Tollgate/direct,
-//! median of the repetitions with min–max), then each scenario's raw numbers.
+//! The markdown report: the machine, then the ratios (each Tollgate arm against PgBouncer and
+//! direct, median of the repetitions with min–max), then each scenario's raw numbers.
 //!
 //! Pure: it formats the records it is given and reads nothing.
 
@@ -10,10 +10,10 @@ mod stats;
 
 use std::fmt::Write as _;
 
-use crate::measure::{Measured, Outcome, RunRecord};
+use crate::measure::RunRecord;
 use crate::scenario::Case;
 use crate::targets::Target;
-use stats::{differences, p50, p99, pooler_cpu, ratio_cell, rss_per_idle, tps};
+use stats::{differences, p50, p99, pooler_cpu, ratio_cell, rss_per_idle, tps, values, Metric};
 pub use stats::{format_spread, spread};
 
 /// What the report starts with.
@@ -96,21 +96,25 @@ fn render_overview(out: &mut String, cases: &[CaseResult]) {
     out.push_str("## Ratios\n\n");
     out.push_str(
         "Median over repetitions of the per-repetition ratio (min–max in parentheses). TPS: \
-         higher is better for Tollgate; pooler CPU per transaction: lower is better.\n\n",
+         higher is better for Tollgate; pooler CPU per transaction: lower is better. Tollgate \
+         runs on one worker thread (--worker-threads 1), Tollgate-2t on two.\n\n",
     );
     out.push_str(
-        "| case | TPS Tollgate/PgBouncer | TPS Tollgate/direct | pooler CPU per tx \
-         Tollgate/PgBouncer | notes |\n|---|---|---|---|---|\n",
+        "| case | TPS Tollgate/PgBouncer | TPS Tollgate-2t/PgBouncer | TPS Tollgate/direct \
+         | pooler CPU per tx Tollgate/PgBouncer | pooler CPU per tx Tollgate-2t/PgBouncer \
+         | notes |\n|---|---|---|---|---|---|---|\n",
     );
     for c in cases {
         let r = &c.records;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             cell(&c.case.label),
             ratio_cell(r, Target::Tollgate, Target::PgBouncer, 2, tps),
+            ratio_cell(r, Target::Tollgate2, Target::PgBouncer, 2, tps),
             ratio_cell(r, Target::Tollgate, Target::Direct, 2, tps),
             ratio_cell(r, Target::Tollgate, Target::PgBouncer, 2, pooler_cpu),
+            ratio_cell(r, Target::Tollgate2, Target::PgBouncer, 2, pooler_cpu),
             cell(&overview_extra(c)),
         );
     }
@@ -121,59 +125,52 @@ fn render_overview(out: &mut String, cases: &[CaseResult]) {
 /// Tollgate's own figures where nothing compares (IAM).
 pub(super) fn overview_extra(c: &CaseResult) -> String {
     let r = &c.records;
+    let median = |target: Target, metric: Metric, decimals: usize, unit: &str| {
+        spread(&values(r, target, metric)).map_or_else(
+            || "—".to_owned(),
+            |s| format!("{}{unit}", format_spread(&s, decimals)),
+        )
+    };
+    let per_pooler = |poolers: &[Target], figure: &dyn Fn(Target) -> String| {
+        poolers
+            .iter()
+            .map(|&p| format!("{} {}", p.title(), figure(p)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if c.case.iam {
-        let tollgate = |metric: fn(&Measured) -> Option<f64>, decimals: usize| {
-            let values: Vec<f64> = r
-                .iter()
-                .filter(|x| x.target == Target::Tollgate)
-                .filter_map(|x| match &x.outcome {
-                    Outcome::Measured(m) => metric(m),
-                    _ => None,
-                })
-                .collect();
-            spread(&values).map_or_else(|| "—".to_owned(), |s| format_spread(&s, decimals))
-        };
+        let tollgates = per_pooler(&Target::TOLLGATES, &|t| {
+            format!(
+                "{} connections/s and {} µs of its CPU per connection",
+                median(t, tps, 0, ""),
+                median(t, pooler_cpu, 1, "")
+            )
+        });
         return format!(
-            "Tollgate: {} connections/s, {} µs of Tollgate CPU per connection (TLS handshake, \
-             token check, login); PgBouncer and direct: n/a (no IAM authentication)",
-            tollgate(tps, 0),
-            tollgate(pooler_cpu, 1)
+            "{tollgates} (TLS handshake, token check, login); PgBouncer and direct: n/a (no IAM \
+             authentication)"
         );
     }
     if c.case.latency_log {
-        let added = |pooler: Target, metric: fn(&Measured) -> Option<f64>| {
+        let added = |pooler: Target, metric: Metric| {
             spread(&differences(r, pooler, Target::Direct, metric)).map_or_else(
                 || "—".to_owned(),
                 |s| format!("{} µs", format_spread(&s, 0)),
             )
         };
         return format!(
-            "added p50/p99: Tollgate {} / {}, PgBouncer {} / {}",
-            added(Target::Tollgate, p50),
-            added(Target::Tollgate, p99),
-            added(Target::PgBouncer, p50),
-            added(Target::PgBouncer, p99),
+            "added p50/p99: {}",
+            per_pooler(&Target::POOLERS, &|p| format!(
+                "{} / {}",
+                added(p, p50),
+                added(p, p99)
+            ))
         );
     }
     if c.case.idle.is_some() {
-        let per = |pooler: Target| {
-            let values: Vec<f64> = r
-                .iter()
-                .filter(|x| x.target == pooler)
-                .filter_map(|x| match &x.outcome {
-                    Outcome::Measured(m) => rss_per_idle(m),
-                    _ => None,
-                })
-                .collect();
-            spread(&values).map_or_else(
-                || "—".to_owned(),
-                |s| format!("{} KiB", format_spread(&s, 1)),
-            )
-        };
         return format!(
-            "RSS per idle client: Tollgate {}, PgBouncer {}",
-            per(Target::Tollgate),
-            per(Target::PgBouncer)
+            "RSS per idle client: {}",
+            per_pooler(&Target::POOLERS, &|p| median(p, rss_per_idle, 1, " KiB"))
         );
     }
     String::new()
@@ -183,7 +180,7 @@ pub(super) fn overview_extra(c: &CaseResult) -> String {
 mod tests {
     use super::fixtures::{case, measured, record};
     use super::*;
-    use crate::measure::IdleMemory;
+    use crate::measure::{IdleMemory, Outcome};
     use crate::pgbench::Percentiles;
 
     #[test]
@@ -195,6 +192,7 @@ mod tests {
                 record(Target::Direct, 0, measured(2000.0, None)),
                 record(Target::PgBouncer, 0, measured(1000.0, Some(2.0))),
                 record(Target::Tollgate, 0, measured(1500.0, Some(1.0))),
+                record(Target::Tollgate2, 0, measured(1800.0, Some(1.8))),
             ],
         };
         let prepared = CaseResult {
@@ -211,6 +209,7 @@ mod tests {
                     },
                 ),
                 record(Target::Tollgate, 0, measured(1000.0, Some(1.0))),
+                record(Target::Tollgate2, 0, measured(1200.0, Some(1.0))),
             ],
         };
         let report = Report {
@@ -248,12 +247,24 @@ mod tests {
         assert!(text.contains("| during the storm | 1 | 800 µs | 800 µs | 800 µs | 800 µs |"));
         assert!(text.starts_with("# Tollgate benchmark report\n"));
         assert!(text.contains("- **CPU**: Test CPU\n"));
-        // Overview: 1500/1000 and 1500/2000; pooler CPU per tx 1/15000 over 2/10000 = 0.33.
+        // Overview: 1500/1000, 1800/1000 and 1500/2000; pooler CPU per tx 1/15000 over
+        // 2/10000 = 0.33, 1.8/18000 over 2/10000 = 0.50.
         assert!(
-            text.contains("| select-simple c=32 | 1.50 | 0.75 | 0.33 |  |"),
+            text.contains("| select-simple c=32 | 1.50 | 1.80 | 0.75 | 0.33 | 0.50 |  |"),
             "{text}"
         );
-        assert!(text.contains("| select-prepared c=32 | pgbouncer fails (expected) | 0.50 |"));
+        assert!(text.contains(
+            "| select-prepared c=32 | pgbouncer fails (expected) | pgbouncer fails (expected) \
+             | 0.50 |"
+        ));
+        // Each case's table: both arms against PgBouncer, then against direct.
+        assert!(text.contains(
+            "| ratio (median, min–max) | Tollgate/PgBouncer | Tollgate-2t/PgBouncer \
+             | Tollgate/direct | Tollgate-2t/direct |\n|---|---|---|---|---|\n\
+             | TPS (higher is better) | 1.50 | 1.80 | 0.75 | 0.90 |\n"
+        ));
+        assert!(text.contains("| pooler CPU per tx (lower is better) | 0.33 | 0.50 | — | — |"));
+        assert!(text.contains("| tollgate-2t | 1 | 1800 | 17.778 | 0 | 5.00 | 1.80 | 100.0 |"));
         assert!(text.contains("| pgbouncer | 1 | fails (expected): pgbench failed (exit status 2): prepared statement \"P0_1\" \\| does not exist |"));
         assert!(text.contains(
             "| tollgate | 1 | 1500 | 21.333 | 0 | 5.00 | 1.00 | 66.7 | 2.00 | 0.25 | 1.50 |"
@@ -272,9 +283,11 @@ mod tests {
         let mut direct = measured(5000.0, None);
         let mut tollgate = measured(4000.0, Some(1.0));
         let mut pgbouncer = measured(4500.0, Some(1.0));
+        let mut tollgate2 = measured(4200.0, Some(1.0));
         for (o, p50_us, p99_us) in [
             (&mut direct, 150, 300),
             (&mut tollgate, 200, 420),
+            (&mut tollgate2, 210, 400),
             (&mut pgbouncer, 180, 350),
         ] {
             if let Outcome::Measured(m) = o {
@@ -288,6 +301,7 @@ mod tests {
                 record(Target::Direct, 0, direct),
                 record(Target::Tollgate, 0, tollgate),
                 record(Target::PgBouncer, 0, pgbouncer),
+                record(Target::Tollgate2, 0, tollgate2),
             ],
         };
         let text = render(&Report {
@@ -295,7 +309,10 @@ mod tests {
             ..Report::default()
         });
         assert!(
-            text.contains("added p50/p99: Tollgate 50 µs / 120 µs, PgBouncer 30 µs / 50 µs"),
+            text.contains(
+                "added p50/p99: Tollgate 50 µs / 120 µs, Tollgate-2t 60 µs / 100 µs, PgBouncer \
+                 30 µs / 50 µs"
+            ),
             "{text}"
         );
         assert!(text.contains("| tollgate | 1 | 4000 |"));
@@ -327,11 +344,32 @@ mod tests {
             ..Report::default()
         });
         assert!(
-            text.contains("RSS per idle client: Tollgate 20.5 KiB, PgBouncer —"),
+            text.contains("RSS per idle client: Tollgate 20.5 KiB, Tollgate-2t —, PgBouncer —"),
             "{text}"
         );
         assert!(text.contains("| direct | 1 | n/a: needs 10,000 backends |"));
         assert!(text.contains(" 1000 | 10.0 → 30.0 | 20.5 |"));
-        assert!(text.contains("| idle-clients c=32 | pgbouncer not run | n/a |"));
+        assert!(
+            text.contains("| idle-clients c=32 | pgbouncer not run | tollgate-2t not run | n/a |")
+        );
+    }
+
+    #[test]
+    fn the_iam_note_gives_each_tollgate_arm_its_own_figures() {
+        let iam = CaseResult {
+            case: case("connect-storm-iam c=32"),
+            command: "pgbench -C".into(),
+            records: vec![
+                record(Target::PgBouncer, 0, Outcome::NotApplicable("no IAM")),
+                record(Target::Tollgate, 0, measured(1000.0, Some(4.0))),
+                record(Target::Tollgate2, 0, measured(1500.0, Some(4.5))),
+            ],
+        };
+        assert_eq!(
+            overview_extra(&iam),
+            "Tollgate 1000 connections/s and 400.0 µs of its CPU per connection, Tollgate-2t \
+             1500 connections/s and 300.0 µs of its CPU per connection (TLS handshake, token \
+             check, login); PgBouncer and direct: n/a (no IAM authentication)"
+        );
     }
 }

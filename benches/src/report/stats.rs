@@ -141,6 +141,21 @@ pub(super) fn ratio_cell(
     }
 }
 
+/// A per-run figure the tables show or take ratios of.
+pub(super) type Metric = fn(&Measured) -> Option<f64>;
+
+/// `metric` of every clean run of `target`, in record order.
+pub(super) fn values(records: &[RunRecord], target: Target, metric: Metric) -> Vec<f64> {
+    records
+        .iter()
+        .filter(|r| r.target == target)
+        .filter_map(|r| match &r.outcome {
+            Outcome::Measured(m) => metric(m),
+            _ => None,
+        })
+        .collect()
+}
+
 /// TPS.
 pub(super) fn tps(m: &Measured) -> Option<f64> {
     Some(m.summary.tps)

@@ -1,4 +1,4 @@
-//! The files both poolers read: one auth file and one TLS certificate and key, so they are
+//! The files every pooler reads: one auth file and one TLS certificate and key, so they are
 //! compared on equal terms.
 
 use std::fs;
