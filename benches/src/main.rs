@@ -128,7 +128,10 @@ fn run(cli: Cli) -> Result<bool> {
     };
     let cases = scenario::select(scenario::all_cases(settings.idle_clients), &cli.scenarios)?;
     let run_failover = scenario::runs_failover(&cli.scenarios, settings.quick);
-    let fd_limit = open_files::raise(settings.idle_clients as u64 + 1024)?;
+    // The harness holds the idle clients' sockets; pgbench (which inherits the limit) one per
+    // client, and it refuses to start with fewer descriptors than clients.
+    let most_sockets = (settings.idle_clients as u64).max(u64::from(scenario::max_clients(&cases)));
+    let fd_limit = open_files::raise(most_sockets + 1024)?;
 
     let tollgate_bin = tollgate_target::locate_binary()?;
     let pgbench_bin = tollgate_localpg::find_bin("pgbench").context("find pgbench")?;
@@ -530,7 +533,9 @@ fn header(
              SCRAM verifier, so SCRAM with pass-through to PostgreSQL; idle user: md5 hash), \
              plain TCP to PostgreSQL on 127.0.0.1. PgBouncer runs as an unprivileged user when \
              the harness is root. Open-files limit (inherited by the poolers and pgbench): \
-             {fd_limit}{fd_note}."
+             {fd_limit}{fd_note}. Direct PostgreSQL: max_connections {}, room for \
+             select-simple c=1000.",
+            targets::postgres::MAX_CONNECTIONS
         ),
         "Each repetition runs the four targets back to back, rotating their order between \
          repetitions; before every run pgbench_history is truncated, the pgbench tables are \

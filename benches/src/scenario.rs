@@ -159,6 +159,16 @@ pub fn all_cases(idle_count: usize) -> Vec<Case> {
                 &simple,
             )
         },
+        Case {
+            clients: 1000,
+            ..Case::new(
+                "select-simple",
+                "select-simple c=1000",
+                "As above with 1,000 clients over a 20-connection pool: the cost of many \
+                 active clients per backend (PostgreSQL direct runs 1,000 backends).",
+                &simple,
+            )
+        },
         Case::new(
             "select-extended",
             "select-extended c=32",
@@ -256,6 +266,12 @@ pub fn all_cases(idle_count: usize) -> Vec<Case> {
     cases
 }
 
+/// The most pgbench clients any of `cases` opens at once: the open-files limit and the
+/// direct PostgreSQL's max_connections must make room for them.
+pub fn max_clients(cases: &[Case]) -> u32 {
+    cases.iter().map(|c| c.clients).max().unwrap_or(0)
+}
+
 /// The cases of the named scenarios (all when `names` is empty), in run order; [`FAILOVER`]
 /// is accepted but has no case ([`runs_failover`] says whether it runs).
 pub fn select(cases: Vec<Case>, names: &[String]) -> Result<Vec<Case>> {
@@ -302,27 +318,33 @@ mod tests {
     #[test]
     fn pgbench_args_follow_the_case() {
         let cases = all_cases(500);
-        let storm = cases
-            .iter()
-            .find(|c| c.label == "connect-storm tls c=32")
-            .unwrap();
-        assert_eq!(
-            storm.pgbench_args(10).join(" "),
-            "-n -S -M simple -C -c 32 -j 2 -T 10"
-        );
-        assert!(storm.command_line(10).ends_with("(sslmode=require)"));
-        let c1 = cases.iter().find(|c| c.scenario == "latency-c1").unwrap();
-        assert_eq!(
-            c1.pgbench_args(5).join(" "),
-            "-n -S -M simple -c 1 -j 1 -T 5"
-        );
+        let args = |label: &str, seconds: u32| {
+            let case = cases.iter().find(|c| c.label == label).unwrap();
+            (
+                case.pgbench_args(seconds).join(" "),
+                case.command_line(seconds),
+            )
+        };
+        let (storm, storm_line) = args("connect-storm tls c=32", 10);
+        assert_eq!(storm, "-n -S -M simple -C -c 32 -j 2 -T 10");
+        assert!(storm_line.ends_with("(sslmode=require)"));
+        let (c1000, _) = args("select-simple c=1000", 3);
+        assert_eq!(c1000, "-n -S -M simple -c 1000 -j 2 -T 3");
+        assert_eq!(args("latency-c1", 5).0, "-n -S -M simple -c 1 -j 1 -T 5");
     }
 
     #[test]
     fn selecting_filters_by_scenario_and_rejects_unknown_names() {
         let picked = select(all_cases(10), &["select-simple".into()]).unwrap();
         let labels: Vec<&str> = picked.iter().map(|c| c.label.as_str()).collect();
-        assert_eq!(labels, ["select-simple c=32", "select-simple c=256"]);
+        assert_eq!(
+            labels,
+            [
+                "select-simple c=32",
+                "select-simple c=256",
+                "select-simple c=1000"
+            ]
+        );
         assert_eq!(
             select(all_cases(10), &[]).unwrap().len(),
             all_cases(10).len()
@@ -341,6 +363,12 @@ mod tests {
         assert!(runs_failover(&[], false));
         assert_eq!(runs_failover(&[], true), FAILOVER_IN_QUICK);
         assert!(!runs_failover(&["tpcb".into()], false));
+    }
+
+    #[test]
+    fn most_clients_fit_the_limits_the_harness_sets() {
+        assert_eq!(max_clients(&all_cases(10)), 1000);
+        assert_eq!(max_clients(&[]), 0);
     }
 
     #[test]

@@ -20,8 +20,11 @@ pub const IDLE_USER: &str = "idle";
 /// Password of [`IDLE_USER`].
 pub const IDLE_PASSWORD: &str = "idle-password";
 
-/// Room for 256 direct clients, both poolers' pools and the harness's own psql.
-const MAX_CONNECTIONS: u32 = 400;
+/// Room for select-simple c=1000's direct clients, the five pools of 20 that stay connected
+/// meanwhile (PgBouncer's, and each Tollgate arm's plain and IAM process) and the harness's
+/// own psql. Each connection slot costs PostgreSQL a few tens of KiB of shared memory (its
+/// PGPROC, lock and snapshot entries), so this adds tens of MiB, not a sizing concern.
+pub const MAX_CONNECTIONS: u32 = 1200;
 
 /// A running cluster with the bench role, database and (after [`Postgres::init_pgbench`]) data.
 #[derive(Debug)]
