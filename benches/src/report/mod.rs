@@ -1,9 +1,11 @@
 //! The markdown report: the machine, then the ratios (each Tollgate arm against PgBouncer and
-//! direct, median of the repetitions with min–max), then each scenario's raw numbers.
+//! direct, median of the repetitions with min–max), pooler CPU per transaction against the
+//! client count, then each scenario's raw numbers.
 //!
 //! Pure: it formats the records it is given and reads nothing.
 
 mod case;
+mod cpu_vs_clients;
 #[cfg(test)]
 mod fixtures;
 mod stats;
@@ -78,6 +80,7 @@ pub fn render(report: &Report) -> String {
     }
     if !report.cases.is_empty() {
         render_overview(&mut out, &report.cases);
+        cpu_vs_clients::render(&mut out, &report.cases);
     }
     for case in &report.cases {
         case::render_case(&mut out, case);
@@ -265,6 +268,13 @@ mod tests {
         ));
         assert!(text.contains("| pooler CPU per tx (lower is better) | 0.33 | 0.50 | — | — |"));
         assert!(text.contains("| tollgate-2t | 1 | 1800 | 17.778 | 0 | 5.00 | 1.80 | 100.0 |"));
+        // After the ratios, CPU per transaction against clients (only c=32 ran here).
+        let cpu_table = text
+            .find("## Pooler CPU per transaction vs clients")
+            .unwrap();
+        assert!(text.find("## Ratios").unwrap() < cpu_table);
+        assert!(cpu_table < text.find("## select-simple c=32").unwrap());
+        assert!(text.contains("| tollgate | 66.7 | not run | not run | not run | — | — | — |"));
         assert!(text.contains("| pgbouncer | 1 | fails (expected): pgbench failed (exit status 2): prepared statement \"P0_1\" \\| does not exist |"));
         assert!(text.contains(
             "| tollgate | 1 | 1500 | 21.333 | 0 | 5.00 | 1.00 | 66.7 | 2.00 | 0.25 | 1.50 |"
