@@ -70,6 +70,17 @@ impl Flow {
         Self::default()
     }
 
+    /// Back to [`Flow::new`]'s state for the next backend, keeping the queue's allocation:
+    /// transaction pooling attaches a backend per transaction, and that should not allocate.
+    pub fn reset(&mut self) {
+        let mut queue = std::mem::take(&mut self.queue);
+        queue.clear();
+        *self = Flow {
+            queue,
+            ..Flow::default()
+        };
+    }
+
     /// The client (or the proxy) sent a message with this tag to the server.
     pub fn sent(&mut self, tag: u8) {
         if self.client_copying {
@@ -299,5 +310,24 @@ impl Flow {
                 _ => None,
             })
             .unwrap_or(self.batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_forgets_what_was_owed_and_keeps_the_queue_allocation() {
+        let mut flow = Flow::new();
+        for _ in 0..8 {
+            flow.sent(f::QUERY);
+        }
+        assert!(!flow.idle());
+        let capacity = flow.queue.capacity();
+        flow.reset();
+        assert!(flow.idle());
+        assert_eq!(format!("{flow:?}"), format!("{:?}", Flow::new()));
+        assert_eq!(flow.queue.capacity(), capacity);
     }
 }

@@ -68,9 +68,13 @@ impl ParamSet {
 
     /// The value of `name`, any case.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.map
-            .get(&name.to_ascii_lowercase())
-            .map(|(_, v)| v.as_str())
+        // The relay asks per statement, with lowercase names: no allocation then.
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.map.get(&name.to_ascii_lowercase())
+        } else {
+            self.map.get(name)
+        };
+        found.map(|(_, v)| v.as_str())
     }
 
     /// (display name, value) pairs in name order.

@@ -63,19 +63,26 @@ impl Encoding {
     /// The encoding for a `client_encoding` name or alias, compared as PostgreSQL does
     /// (`clean_encoding_name`: case and punctuation ignored).
     pub fn from_name(name: &str) -> Encoding {
-        let clean: String = name
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        match clean.as_str() {
-            "sjis" | "shiftjis" | "mskanji" | "win932" | "windows932" | "shiftjis2004" => {
+        // Cleaned on the stack: the relay asks once per statement. Every name matched below
+        // is at most 12 characters, so a longer cleaned name is none of them.
+        let mut buf = [0u8; 16];
+        let mut len = 0;
+        for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+            let Some(slot) = buf.get_mut(len) else {
+                return Encoding::AsciiSafe;
+            };
+            *slot = b.to_ascii_lowercase();
+            len += 1;
+        }
+        let clean = buf.get(..len).unwrap_or_default();
+        match clean {
+            b"sjis" | b"shiftjis" | b"mskanji" | b"win932" | b"windows932" | b"shiftjis2004" => {
                 Encoding::Sjis
             }
-            "big5" | "win950" | "windows950" | "gbk" | "win936" | "windows936" | "cp936"
-            | "uhc" | "win949" | "windows949" => Encoding::TwoByte,
-            "gb18030" => Encoding::Gb18030,
-            "johab" => Encoding::Johab,
+            b"big5" | b"win950" | b"windows950" | b"gbk" | b"win936" | b"windows936" | b"cp936"
+            | b"uhc" | b"win949" | b"windows949" => Encoding::TwoByte,
+            b"gb18030" => Encoding::Gb18030,
+            b"johab" => Encoding::Johab,
             _ => Encoding::AsciiSafe,
         }
     }
@@ -385,6 +392,9 @@ mod tests {
             ("LATIN1", Encoding::AsciiSafe),
             ("EUC_JP", Encoding::AsciiSafe),
             ("WIN1252", Encoding::AsciiSafe),
+            ("Shift_JIS_2004", Encoding::Sjis),
+            ("shift-jis-2004-but-longer", Encoding::AsciiSafe),
+            ("", Encoding::AsciiSafe),
         ] {
             assert_eq!(Encoding::from_name(name), enc, "{name}");
         }

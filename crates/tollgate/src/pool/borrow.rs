@@ -55,6 +55,66 @@ impl Pool {
         }
     }
 
+    /// An idle connection that can be lent at once, with no wait and no round trip: the
+    /// transaction-pooling fast path, which needs no future and allocates nothing. `None`
+    /// (nothing idle, the pool paused, or the next idle one must first prove itself after a
+    /// backend death) sends the caller to [`Pool::get`]. An idle connection means nobody is
+    /// queued (a freed one goes to the first waiter), so taking it keeps arrival order.
+    pub fn try_take_idle(&self) -> Option<ServerConn> {
+        if self.is_paused() {
+            return None;
+        }
+        let started = Instant::now();
+        let epoch = self.loss_epoch();
+        let mut stale = Vec::new();
+        let mut dead = Vec::new();
+        let conn = {
+            let mut st = lock(&self.state);
+            self.pop_idle(&mut st, &mut stale, &mut dead, Some(epoch))
+        };
+        close_all(stale);
+        self.closed_dead(dead, Noticed::Borrow);
+        if conn.is_some() {
+            self.stats.connection_requests.inc();
+            self.stats.borrow_latency.record_since(started);
+        }
+        conn
+    }
+
+    /// Takes the most recently returned idle connection that is still usable, setting aside
+    /// the expired (`stale`) and the dead. With `epoch`, stops (leaving it idle) at one that
+    /// has not proved itself since the last backend death.
+    fn pop_idle(
+        &self,
+        st: &mut super::State,
+        stale: &mut Vec<ServerConn>,
+        dead: &mut Vec<ServerConn>,
+        epoch: Option<u64>,
+    ) -> Option<ServerConn> {
+        loop {
+            if let (Some(epoch), Some(next)) = (epoch, st.idle.back()) {
+                if next.loss_epoch != epoch {
+                    return None;
+                }
+            }
+            let mut conn = st.idle.pop_back()?;
+            self.global.remove_idle();
+            if conn.created.elapsed() >= self.settings().server_lifetime {
+                stale.push(conn);
+                continue;
+            }
+            // See idle.rs: the readiness check is free, the peek only for connections idle
+            // long enough not to be the hot path.
+            if !conn.looks_alive()
+                || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY && !conn.peek_alive())
+            {
+                dead.push(conn);
+                continue;
+            }
+            return Some(conn);
+        }
+    }
+
     /// One try at a connection: an idle one, a new one, or one handed over in the queue.
     async fn next_conn(
         &self,
@@ -71,35 +131,17 @@ impl Pool {
         }
         let next = {
             let mut st = lock(&self.state);
-            loop {
-                match st.idle.pop_back() {
-                    Some(mut conn) => {
-                        self.global.remove_idle();
-                        if conn.created.elapsed() >= self.settings().server_lifetime {
-                            stale.push(conn);
-                            continue;
-                        }
-                        // See idle.rs: the readiness check is free, the peek only for
-                        // connections idle long enough not to be the hot path.
-                        if !conn.looks_alive()
-                            || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY
-                                && !conn.peek_alive())
-                        {
-                            dead.push(conn);
-                            continue;
-                        }
-                        break Next::Ready(conn);
+            match self.pop_idle(&mut st, &mut stale, &mut dead, None) {
+                Some(conn) => Next::Ready(conn),
+                None => match self.try_slot(&mut st) {
+                    Some(slot) => Next::Open(slot),
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        st.waiters.push_back(tx);
+                        let global_bound = st.open < self.settings().pool_size;
+                        Next::Wait(rx, global_bound)
                     }
-                    None => match self.try_slot(&mut st) {
-                        Some(slot) => break Next::Open(slot),
-                        None => {
-                            let (tx, rx) = oneshot::channel();
-                            st.waiters.push_back(tx);
-                            let global_bound = st.open < self.settings().pool_size;
-                            break Next::Wait(rx, global_bound);
-                        }
-                    },
-                }
+                },
             }
         };
         close_all(stale);

@@ -460,4 +460,30 @@ mod tests {
         pool.put(lent);
         assert_eq!(pool.get().await.unwrap().id, 2);
     }
+
+    #[tokio::test]
+    async fn the_fast_path_lends_a_proved_idle_connection_and_leaves_an_unproved_one() {
+        let pool = pool();
+        assert!(
+            pool.try_take_idle().is_none(),
+            "nothing idle: the caller waits in get()"
+        );
+        let (conn, server) = conn_and_server(1).await;
+        pool.put(conn);
+        let lent = pool
+            .try_take_idle()
+            .expect("an idle, proved connection is lent at once");
+        assert_eq!(lent.id, 1);
+        pool.put(lent);
+        // After a death it must answer a Sync first, which only get() can wait for.
+        pool.note_loss();
+        assert!(pool.try_take_idle().is_none());
+        let answer = answer_sync(server);
+        assert_eq!(
+            pool.get().await.unwrap().id,
+            1,
+            "still idle, proved by get()"
+        );
+        let _server = answer.await.unwrap();
+    }
 }

@@ -228,9 +228,17 @@ impl<'a> Relay<'a> {
     /// Takes a backend and makes it match the client. A backend that dies while its
     /// settings are applied (nothing of the client's was sent yet) is replaced.
     pub async fn borrow(&mut self) -> Result<(), SessionError> {
+        self.borrow_from(None).await
+    }
+
+    /// [`borrow`](Self::borrow), trying `first` (already taken from the pool) before the pool.
+    async fn borrow_from(&mut self, mut first: Option<ServerConn>) -> Result<(), SessionError> {
         let mut attempts = 0;
         loop {
-            let conn = self.take_from_pool().await?;
+            let conn = match first.take() {
+                Some(conn) => conn,
+                None => self.take_from_pool().await?,
+            };
             match self.attach(conn).await {
                 Err(SessionError::ServerLost(why)) if attempts < MAX_RETRIES => {
                     attempts += 1;
@@ -290,6 +298,21 @@ impl<'a> Relay<'a> {
                 }
             }
         }
+        self.install(conn);
+        Ok(())
+    }
+
+    /// Whether `conn` already has the client's settings, so [`install`](Self::install) can
+    /// attach it without [`attach`](Self::attach)'s future: the transaction-pooling fast
+    /// path, where no future is allocated or polled per transaction.
+    fn settings_match(&self, conn: &ServerConn) -> bool {
+        self.extras.is_empty()
+            && conn.extras.is_empty()
+            && self.want.diff_sql(&conn.params, &[]).is_none()
+    }
+
+    /// Makes `conn`, whose settings match the client's, this session's backend.
+    fn install(&mut self, conn: ServerConn) {
         self.key.set_target(Some(conn.cancel.clone()));
         self.info.set_backend(conn.cancel.process_id, conn.created);
         self.pool.stats.borrowed.inc();
@@ -303,7 +326,7 @@ impl<'a> Relay<'a> {
         self.live = self.shared.live();
         self.server = Some(conn);
         self.sent_to_server = false;
-        self.flow = Flow::new();
+        self.flow.reset();
         if self.to_server.capacity() == 0 {
             self.to_server = super::buffers::take();
         }
@@ -314,8 +337,15 @@ impl<'a> Relay<'a> {
         // one turns out dead (transaction mode, between transactions only).
         self.replay =
             (self.mode() == PoolMode::Transaction && self.pinned.is_none() && !self.in_transaction)
-                .then(BytesMut::new);
-        Ok(())
+                .then(super::buffers::take);
+    }
+
+    /// Stops keeping the client's request for a resend; its buffer goes back to the
+    /// per-thread cache, so keeping a request costs no allocation per transaction.
+    pub(super) fn forget_replay(&mut self) {
+        if let Some(mut buf) = self.replay.take() {
+            super::buffers::give(&mut buf);
+        }
     }
 
     /// Takes the backend off this session, keeping the gauges and the cancel key right.
@@ -349,7 +379,7 @@ impl<'a> Relay<'a> {
         if boundary {
             let cancel_in_flight = self.key.release();
             if let Some(conn) = self.detach() {
-                self.replay = None;
+                self.forget_replay();
                 self.retries = 0;
                 match cancel_in_flight {
                     None => self.pool.put(conn),
@@ -390,7 +420,15 @@ impl<'a> Relay<'a> {
                     // Boxed: a borrow's future is large and an idle session should not carry
                     // its space while it waits for the client.
                     FirstRequest::Ready => {
-                        if let Err(e) = Box::pin(self.borrow()).await {
+                        let attached = match self.pool.try_take_idle() {
+                            Some(conn) if self.settings_match(&conn) => {
+                                self.install(conn);
+                                Ok(())
+                            }
+                            Some(conn) => Box::pin(self.borrow_from(Some(conn))).await,
+                            None => Box::pin(self.borrow()).await,
+                        };
+                        if let Err(e) = attached {
                             self.refuse(e)?;
                             continue;
                         }
@@ -761,12 +799,12 @@ impl<'a> Relay<'a> {
             self.owed.pending = Some(Failure { code, message });
         }
         self.owed.discard = discard;
-        self.flow = Flow::new();
+        self.flow.reset();
         self.c_scan = Scanner::new();
         self.s_scan = Scanner::new();
         self.to_server.clear();
         self.server_unflushed = false;
-        self.replay = None;
+        self.forget_replay();
         self.retries = 0;
         self.restore_due.clear();
         self.restoring = false;

@@ -125,7 +125,7 @@ impl Relay<'_> {
     fn keep_for_replay(&mut self, bytes: &[u8]) {
         if let Some(r) = self.replay.as_mut() {
             if r.len() + bytes.len() > REPLAY_LIMIT {
-                self.replay = None;
+                self.forget_replay();
             } else {
                 r.extend_from_slice(bytes);
             }
@@ -158,7 +158,7 @@ impl Relay<'_> {
                 if named {
                     // The client's statement record changes with it: a replay would see the
                     // name as taken.
-                    self.replay = None;
+                    self.forget_replay();
                 }
                 let Some(server) = self.server.as_mut() else {
                     return Err(no_backend());
@@ -190,7 +190,7 @@ impl Relay<'_> {
             }
             frontend::tag::BIND | frontend::tag::DESCRIBE | frontend::tag::CLOSE => {
                 if tag == frontend::tag::CLOSE {
-                    self.replay = None;
+                    self.forget_replay();
                 }
                 let Some(server) = self.server.as_mut() else {
                     return Err(no_backend());
@@ -535,7 +535,7 @@ impl Relay<'_> {
         if self.to_client.len() > before {
             // Part of the answer is on its way to the client: the request can no longer be
             // sent elsewhere.
-            self.replay = None;
+            self.forget_replay();
         }
         if answered {
             if let Some(started) = self.request_started.take() {
