@@ -157,10 +157,11 @@ pub struct ConfigSource {
     pub file: Option<PathBuf>,
 }
 
-/// Default runtime threads: one. Measured on the 2-core benchmark box (see ARCHITECTURE.md,
-/// "Runtime"), one thread beat two at every client count: a relay's work per message is a
-/// few microseconds, and with two threads most of it becomes the kernel waking the other
-/// thread. Larger machines that serve many busy clients set more.
+/// Default runtime threads: one. Measured on the 2-core benchmark box (ARCHITECTURE.md,
+/// "Runtime"), one thread spent less CPU per transaction than two at every client count
+/// (32 to 1,000) for the same throughput: a relay's work per message is small, and a second
+/// thread mostly adds wake-ups between threads. Hosts where one core cannot carry the
+/// traffic set more.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// `worker_threads` resolved: unset is [`DEFAULT_WORKER_THREADS`], 0 is one per CPU.
