@@ -306,10 +306,14 @@ pub fn summary(r: &RateResult) -> String {
     line
 }
 
-/// The report's section for the fixed-rate run.
-pub fn render(out: &mut String, r: &RateResult) {
+/// The fixed-rate section: one row per Tollgate arm (`(name, result)`, all run with the same
+/// settings), so the runtimes can be compared under the same storm.
+pub fn render(out: &mut String, runs: &[(&str, RateResult)]) {
     use std::fmt::Write as _;
-    let s = r.settings;
+    let Some((_, first)) = runs.first() else {
+        return;
+    };
+    let s = first.settings;
     out.push_str("## connect-storm-iam at a fixed rate\n\n");
     let _ = writeln!(
         out,
@@ -321,7 +325,7 @@ pub fn render(out: &mut String, r: &RateResult) {
          whether the storm stalls connected clients. The connections come from the harness's \
          own rustls client ({WORKERS} threads, no TLS resumption), because pgbench's libpq \
          spends ~750 µs of CPU per TLS connection on this machine building an OpenSSL context \
-         and cannot reach this rate.\n",
+         and cannot reach this rate. Each Tollgate arm gets the same storm, one after the other.\n",
         s.rate,
         s.storm.as_secs(),
         STEADY_INTERVAL.as_millis(),
@@ -329,38 +333,44 @@ pub fn render(out: &mut String, r: &RateResult) {
     );
     let _ = writeln!(
         out,
-        "| target rate | achieved rate | connected / scheduled | connect p50 | connect p99 | \
-         connect p99.9 | connect max | Tollgate CPU per connection |"
+        "| pooler | target rate | achieved rate | connected / scheduled | connect p50 | \
+         connect p99 | connect p99.9 | connect max | Tollgate CPU per connection |"
     );
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
-    let _ = writeln!(
-        out,
-        "| {}/s | {:.0}/s | {} / {} | {} µs | {} µs | {} µs | {} µs | {:.0} µs |\n",
-        s.rate,
-        r.achieved_rate,
-        r.succeeded,
-        r.attempted,
-        r.connect.p50_us,
-        r.connect.p99_us,
-        r.connect.p999_us,
-        r.connect.max_us,
-        r.pooler_us_per_conn
-    );
-    out.push_str("| steady client | queries | p50 | p99 | p99.9 | max |\n");
-    out.push_str("|---|---|---|---|---|---|\n");
-    for (when, q) in [
-        ("alone", r.steady_before),
-        ("during the storm", r.steady_during),
-    ] {
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for (name, r) in runs {
         let _ = writeln!(
             out,
-            "| {when} | {} | {} µs | {} µs | {} µs | {} µs |",
-            q.count, q.p50_us, q.p99_us, q.p999_us, q.max_us
+            "| {name} | {}/s | {:.0}/s | {} / {} | {} µs | {} µs | {} µs | {} µs | {:.0} µs |",
+            r.settings.rate,
+            r.achieved_rate,
+            r.succeeded,
+            r.attempted,
+            r.connect.p50_us,
+            r.connect.p99_us,
+            r.connect.p999_us,
+            r.connect.max_us,
+            r.pooler_us_per_conn
         );
     }
+    out.push_str("\n| pooler | steady client | queries | p50 | p99 | p99.9 | max |\n");
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    for (name, r) in runs {
+        for (when, q) in [
+            ("alone", r.steady_before),
+            ("during the storm", r.steady_during),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {name} | {when} | {} | {} µs | {} µs | {} µs | {} µs |",
+                q.count, q.p50_us, q.p99_us, q.p999_us, q.max_us
+            );
+        }
+    }
     out.push('\n');
-    for err in [&r.first_error, &r.steady_error].into_iter().flatten() {
-        let _ = writeln!(out, "First error: {}\n", err.replace('\n', " "));
+    for (name, r) in runs {
+        for err in [&r.first_error, &r.steady_error].into_iter().flatten() {
+            let _ = writeln!(out, "First error ({name}): {}\n", err.replace('\n', " "));
+        }
     }
 }
 

@@ -192,7 +192,7 @@ struct CasesRan {
     /// Every case's runs.
     results: Vec<CaseResult>,
     /// connect-storm-iam's fixed-rate run, when that scenario ran.
-    iam_rate: Option<iam_rate::RateResult>,
+    iam_rate: Vec<(&'static str, iam_rate::RateResult)>,
     /// False when a run failed unexpectedly.
     all_ok: bool,
 }
@@ -267,7 +267,7 @@ fn run_cases(
             "connect-storm-iam: a second Tollgate per arm (same worker threads) with iam_auth = \
              required, the local verifier, a 100-key trusted keys file and a 2-statement policy; \
              pgbench's password is a fresh token (as the AWS SDKs sign it) per run; the \
-             fixed-rate run goes to the 1-thread one. PgBouncer and PostgreSQL have no IAM \
+             fixed-rate run goes to each in turn. PgBouncer and PostgreSQL have no IAM \
              authentication (n/a). Verify cost per connection, in process: \
              LocalVerifier::verify (parse, checks, SigV4 recompute, keys-file allow, policy) \
              takes {:.1} µs per token (mean of {} verifications).",
@@ -343,14 +343,19 @@ fn run_cases(
             records,
         });
     }
-    let iam_rate = match &bench.tollgate.iam {
-        Some(iam) if cases.iter().any(|c| c.iam) => {
-            let result = run_iam_rate(&bench, iam, settings)?;
-            all_ok &= result.succeeded == result.attempted && result.steady_error.is_none();
-            Some(result)
+    let mut iam_rate = Vec::new();
+    if cases.iter().any(|c| c.iam) {
+        for (target, arm) in [
+            (Target::Tollgate, &bench.tollgate),
+            (Target::Tollgate2, &bench.tollgate2),
+        ] {
+            if let Some(iam) = &arm.iam {
+                let result = run_iam_rate(&bench, target.name(), iam, settings)?;
+                all_ok &= result.succeeded == result.attempted && result.steady_error.is_none();
+                iam_rate.push((target.name(), result));
+            }
         }
-        _ => None,
-    };
+    }
     // Stop the poolers before PostgreSQL, so neither logs a lost backend.
     drop(bench);
     Ok(CasesRan {
@@ -364,6 +369,7 @@ fn run_cases(
 /// connect-storm-iam's fixed-rate run against the IAM Tollgate, with progress on stderr.
 fn run_iam_rate(
     bench: &Bench,
+    name: &str,
     iam: &Tollgate,
     settings: &Settings,
 ) -> Result<iam_rate::RateResult> {
@@ -373,7 +379,7 @@ fn run_iam_rate(
         baseline: Duration::from_secs(u64::from(settings.seconds.min(5))),
     };
     eprint!(
-        "[iam] {} IAM-token TLS connections/s for {} s beside a steady client … ",
+        "[iam] {name}: {} IAM-token TLS connections/s for {} s beside a steady client … ",
         rate_settings.rate, settings.seconds
     );
     let _ = std::io::stderr().flush();

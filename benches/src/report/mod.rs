@@ -48,7 +48,7 @@ pub struct Report {
     /// Per case, in run order.
     pub cases: Vec<CaseResult>,
     /// connect-storm-iam's fixed-rate run, when that scenario ran.
-    pub iam_rate: Option<crate::iam_rate::RateResult>,
+    pub iam_rate: Vec<(&'static str, crate::iam_rate::RateResult)>,
     /// The failover scenario's runs, when it ran.
     pub failover: Option<crate::failover::FailoverResult>,
 }
@@ -85,8 +85,8 @@ pub fn render(report: &Report) -> String {
     for case in &report.cases {
         case::render_case(&mut out, case);
     }
-    if let Some(rate) = &report.iam_rate {
-        crate::iam_rate::render(&mut out, rate);
+    if !report.iam_rate.is_empty() {
+        crate::iam_rate::render(&mut out, &report.iam_rate);
     }
     if let Some(failover) = &report.failover {
         crate::failover::render(&mut out, failover);
@@ -222,32 +222,36 @@ mod tests {
                 tls: vec!["ECDSA P-256".into()],
             },
             cases: vec![simple, prepared],
-            iam_rate: Some(crate::iam_rate::RateResult {
-                settings: crate::iam_rate::RateSettings {
-                    rate: 2000,
-                    storm: std::time::Duration::from_secs(10),
-                    baseline: std::time::Duration::from_secs(5),
+            iam_rate: vec![(
+                "tollgate",
+                crate::iam_rate::RateResult {
+                    settings: crate::iam_rate::RateSettings {
+                        rate: 2000,
+                        storm: std::time::Duration::from_secs(10),
+                        baseline: std::time::Duration::from_secs(5),
+                    },
+                    attempted: 20_000,
+                    succeeded: 20_000,
+                    first_error: None,
+                    achieved_rate: 1999.6,
+                    connect: crate::iam_rate::Quantiles::of(vec![1000, 4000]),
+                    pooler_us_per_conn: 317.2,
+                    steady_before: crate::iam_rate::Quantiles::of(vec![80]),
+                    steady_during: crate::iam_rate::Quantiles::of(vec![800]),
+                    steady_error: None,
                 },
-                attempted: 20_000,
-                succeeded: 20_000,
-                first_error: None,
-                achieved_rate: 1999.6,
-                connect: crate::iam_rate::Quantiles::of(vec![1000, 4000]),
-                pooler_us_per_conn: 317.2,
-                steady_before: crate::iam_rate::Quantiles::of(vec![80]),
-                steady_during: crate::iam_rate::Quantiles::of(vec![800]),
-                steady_error: None,
-            }),
+            )],
             failover: None,
         };
         let text = render(&report);
         assert!(
             text.contains(
-                "| 2000/s | 2000/s | 20000 / 20000 | 1000 µs | 4000 µs | 4000 µs | 4000 µs | 317 µs |"
+                "| tollgate | 2000/s | 2000/s | 20000 / 20000 | 1000 µs | 4000 µs | 4000 µs | 4000 µs | 317 µs |"
             ),
             "{text}"
         );
-        assert!(text.contains("| during the storm | 1 | 800 µs | 800 µs | 800 µs | 800 µs |"));
+        assert!(text
+            .contains("| tollgate | during the storm | 1 | 800 µs | 800 µs | 800 µs | 800 µs |"));
         assert!(text.starts_with("# Tollgate benchmark report\n"));
         assert!(text.contains("- **CPU**: Test CPU\n"));
         // Overview: 1500/1000, 1800/1000 and 1500/2000; pooler CPU per tx 1/15000 over
