@@ -82,8 +82,9 @@ impl Pool {
     }
 
     /// Takes the most recently returned idle connection that is still usable, setting aside
-    /// the expired (`stale`) and the dead. With `epoch`, stops (leaving it idle) at one that
-    /// has not proved itself since the last backend death.
+    /// the expired (`stale`) and the dead. With `epoch` (the fast path), stops at one that has
+    /// not proved itself since the last backend death (leaving it idle) or at the first dead
+    /// one (closing that starts a new epoch, which the next one must prove itself in).
     fn pop_idle(
         &self,
         st: &mut super::State,
@@ -109,6 +110,11 @@ impl Pool {
                 || (conn.idle_since.elapsed() >= SERVER_CHECK_DELAY && !conn.peek_alive())
             {
                 dead.push(conn);
+                // A dead one means its neighbours may be dying too: closing it bumps the loss
+                // epoch, so on the fast path stop here and let get() prove the next one.
+                if epoch.is_some() {
+                    return None;
+                }
                 continue;
             }
             return Some(conn);

@@ -486,4 +486,37 @@ mod tests {
         );
         let _server = answer.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn the_fast_path_stops_at_a_dead_connection_and_the_next_one_proves_itself() {
+        let pool = pool();
+        let (live, live_server) = conn_and_server(1).await;
+        let (mut dying, mut dying_server) = conn_and_server(2).await;
+        pool.put(live);
+        // On top (lent first), idle long enough for the borrow to peek at it, and ended.
+        dying.idle_since = Instant::now() - SERVER_CHECK_DELAY;
+        {
+            let mut st = lock(&pool.state);
+            st.idle.push_back(dying);
+        }
+        pool.global.try_add_idle();
+        dying_server.shutdown().await.unwrap();
+        until("the FIN to arrive", || {
+            lock(&pool.state)
+                .idle
+                .back()
+                .is_some_and(|c| !c.peek_alive())
+        })
+        .await;
+        // Its neighbour may be dying too: not lent unproved.
+        assert!(pool.try_take_idle().is_none());
+        assert_eq!(pool.global.closed_dead_idle(), 1);
+        let answer = answer_sync(live_server);
+        assert_eq!(
+            pool.get().await.unwrap().id,
+            1,
+            "lent after answering a Sync"
+        );
+        let _server = answer.await.unwrap();
+    }
 }
