@@ -70,22 +70,33 @@ pub(super) fn reps(records: &[RunRecord]) -> Vec<usize> {
     reps
 }
 
-/// `metric(a) / metric(b)` per repetition where both ran (runs of one repetition are back to
-/// back, so their ratio cancels most of the machine's drift).
-pub fn ratios(
+/// `combine(metric(a), metric(b))` per repetition where both ran (runs of one repetition are
+/// back to back, so comparing within one cancels most of the machine's drift).
+fn paired(
     records: &[RunRecord],
     a: Target,
     b: Target,
     metric: impl Fn(&Measured) -> Option<f64>,
+    combine: impl Fn(f64, f64) -> Option<f64>,
 ) -> Vec<f64> {
     reps(records)
         .into_iter()
         .filter_map(|rep| {
             let x = metric(measured(records, a, rep)?)?;
             let y = metric(measured(records, b, rep)?)?;
-            (y != 0.0).then(|| x / y)
+            combine(x, y)
         })
         .collect()
+}
+
+/// `metric(a) / metric(b)` per repetition where both ran.
+pub fn ratios(
+    records: &[RunRecord],
+    a: Target,
+    b: Target,
+    metric: impl Fn(&Measured) -> Option<f64>,
+) -> Vec<f64> {
+    paired(records, a, b, metric, |x, y| (y != 0.0).then(|| x / y))
 }
 
 /// `metric(a) - metric(b)` per repetition where both ran.
@@ -95,12 +106,7 @@ pub fn differences(
     b: Target,
     metric: impl Fn(&Measured) -> Option<f64>,
 ) -> Vec<f64> {
-    reps(records)
-        .into_iter()
-        .filter_map(|rep| {
-            Some(metric(measured(records, a, rep)?)? - metric(measured(records, b, rep)?)?)
-        })
-        .collect()
+    paired(records, a, b, metric, |x, y| Some(x - y))
 }
 
 /// Why a ratio against `b` has no value: the runs of `a` or `b` that did not measure.

@@ -404,27 +404,29 @@ mod tests {
         assert_eq!(pool.global.closed_dead_idle(), 1);
     }
 
-    #[tokio::test]
-    async fn an_idle_connection_is_probed_at_borrow_before_the_watch_runs() {
-        let pool = pool();
-        let (mut conn, mut server) = conn_and_server(1).await;
-        // Idle for longer than SERVER_CHECK_DELAY, so the borrow peeks at the socket.
+    /// Puts `conn` on top of the idle list, idle for longer than SERVER_CHECK_DELAY (so a
+    /// borrow peeks at its socket), then has its server end it and waits until the kernel has
+    /// the FIN. It skips `put`, so the pool's watch never saw it: only the checks at borrow can
+    /// catch it.
+    async fn idle_and_ended_unwatched(pool: &Pool, mut conn: ServerConn, mut server: TcpStream) {
         conn.idle_since = Instant::now() - SERVER_CHECK_DELAY;
-        {
-            let mut st = lock(&pool.state);
-            st.idle.push_back(conn);
-        }
+        lock(&pool.state).idle.push_back(conn);
         pool.global.try_add_idle();
         server.shutdown().await.unwrap();
-        // The pool's watch never saw this connection (it skipped `put`): only the checks at
-        // borrow can catch it. Wait until the kernel has the FIN.
         until("the FIN to arrive", || {
             lock(&pool.state)
                 .idle
-                .front()
+                .back()
                 .is_some_and(|c| !c.peek_alive())
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_probed_at_borrow_before_the_watch_runs() {
+        let pool = pool();
+        let (conn, server) = conn_and_server(1).await;
+        idle_and_ended_unwatched(&pool, conn, server).await;
         // Nothing idle left alive: the borrow needs a new connection, which cannot be opened
         // here (no credential), so the error proves the dead one was not lent.
         assert!(pool.get().await.is_err());
@@ -491,23 +493,10 @@ mod tests {
     async fn the_fast_path_stops_at_a_dead_connection_and_the_next_one_proves_itself() {
         let pool = pool();
         let (live, live_server) = conn_and_server(1).await;
-        let (mut dying, mut dying_server) = conn_and_server(2).await;
+        let (dying, dying_server) = conn_and_server(2).await;
         pool.put(live);
         // On top (lent first), idle long enough for the borrow to peek at it, and ended.
-        dying.idle_since = Instant::now() - SERVER_CHECK_DELAY;
-        {
-            let mut st = lock(&pool.state);
-            st.idle.push_back(dying);
-        }
-        pool.global.try_add_idle();
-        dying_server.shutdown().await.unwrap();
-        until("the FIN to arrive", || {
-            lock(&pool.state)
-                .idle
-                .back()
-                .is_some_and(|c| !c.peek_alive())
-        })
-        .await;
+        idle_and_ended_unwatched(&pool, dying, dying_server).await;
         // Its neighbour may be dying too: not lent unproved.
         assert!(pool.try_take_idle().is_none());
         assert_eq!(pool.global.closed_dead_idle(), 1);
