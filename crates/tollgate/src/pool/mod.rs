@@ -238,6 +238,11 @@ impl Pool {
         lock(&self.baseline).clone()
     }
 
+    /// Whether a first connection has told the pool the server's defaults yet.
+    pub fn has_baseline(&self) -> bool {
+        lock(&self.baseline).is_some()
+    }
+
     /// No connections open or opening, nobody waiting, no clients: nothing lost by freeing it.
     pub(super) fn is_empty(&self) -> bool {
         let st = lock(&self.state);

@@ -31,13 +31,11 @@ impl ClientConn {
         Ok(self.stream.read_buf(&mut self.rbuf).await?)
     }
 
-    /// Reads more bytes, allocating the read buffer only once the socket is readable (so an idle
-    /// plain-TCP client parked here holds no buffer). Cancel-safe, for `select!`.
+    /// Reads more bytes, allocating the read buffer only once there is something to read (so
+    /// an idle client parked here holds no buffer, over TLS too). Cancel-safe, for `select!`.
     pub async fn read_when_ready(&mut self) -> std::io::Result<usize> {
         if self.rbuf.capacity() == 0 {
-            if let Stream::Plain(tcp) = &self.stream {
-                tcp.readable().await?;
-            }
+            std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await?;
             self.rbuf = super::buffers::take();
         }
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
@@ -56,12 +54,10 @@ impl ClientConn {
         if self.rbuf.capacity() == 0 {
             // The poll form keeps its waker between polls (a dropped `readable()` future would
             // take its registration with it).
-            if let Stream::Plain(tcp) = &self.stream {
-                match tcp.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                }
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         let read = std::pin::pin!(self.read_when_ready());

@@ -29,29 +29,8 @@ use tollgate_wire::{build, TxStatus};
 /// Serves one accepted connection to the end; `endpoint` says which listener took it.
 pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) {
     let started = Instant::now();
-    let login_timeout = shared.live().client_login_timeout;
-    let negotiated = tokio::time::timeout(
-        login_timeout,
-        Box::pin(startup::negotiate(&shared, tcp, peer)),
-    )
-    .await;
-    let (mut client, params) = match negotiated {
-        Ok((Some(client), Ok(startup::Opening::Session { params }))) => (client, params),
-        Ok((_, Ok(_))) => return,
-        Ok((client, Err(e))) => {
-            shared.stats.setup_failed(e.reason());
-            tracing::info!(%peer, reason = e.reason(), error = %e, "client refused during startup");
-            if let Some(mut client) = client {
-                client.send_error("FATAL", &e).await;
-                client.close().await;
-            }
-            return;
-        }
-        Err(_) => {
-            shared.stats.setup_failed("login_timeout");
-            tracing::info!(%peer, reason = "login_timeout", "client did not finish startup within client_login_timeout");
-            return;
-        }
+    let Some((mut client, params)) = Box::pin(open(&shared, tcp, peer)).await else {
+        return;
     };
     let user = params
         .iter()
@@ -65,16 +44,29 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, endpoint
         .unwrap_or_else(|| user.clone());
     let tls = client.stream.is_tls();
 
-    let result = serve(
-        &shared,
-        &mut client,
-        &user,
-        &database,
-        params,
-        started,
-        endpoint,
-    )
-    .await;
+    // Login runs in its own boxed future, freed before the relay starts: an idle client's task
+    // keeps only what the relay needs (see `Live`).
+    let result = {
+        let served = Box::pin(serve(
+            &shared,
+            &mut client,
+            &user,
+            &database,
+            params,
+            started,
+            endpoint,
+        ))
+        .await;
+        match served {
+            Ok(Serving::Ended(end)) => Ok(end),
+            Ok(Serving::Relay(mut live)) => {
+                let result = live.relay.run().await;
+                Box::pin(live.relay.finish()).await;
+                result.map_err(|e| (e, true))
+            }
+            Err(e) => Err(e),
+        }
+    };
     match result {
         Ok(end) => {
             // Explicit fields rather than a span: a span would be kept for the whole session,
@@ -125,16 +117,67 @@ pub async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, endpoint
     client.close().await;
 }
 
-/// The session after startup; the bool in the error says whether login had completed.
-async fn serve(
+/// TLS or not, cancel requests, the startup packet: the client and its startup parameters
+/// when a session is to follow (every refusal is answered and logged here).
+async fn open(
     shared: &Shared,
-    client: &mut ClientConn,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(ClientConn, Vec<(String, String)>)> {
+    let login_timeout = shared.live().client_login_timeout;
+    let negotiated = tokio::time::timeout(
+        login_timeout,
+        Box::pin(startup::negotiate(shared, tcp, peer)),
+    )
+    .await;
+    match negotiated {
+        Ok((Some(client), Ok(startup::Opening::Session { params }))) => Some((client, params)),
+        Ok((_, Ok(_))) => None,
+        Ok((client, Err(e))) => {
+            shared.stats.setup_failed(e.reason());
+            tracing::info!(%peer, reason = e.reason(), error = %e, "client refused during startup");
+            if let Some(mut client) = client {
+                client.send_error("FATAL", &e).await;
+                client.close().await;
+            }
+            None
+        }
+        Err(_) => {
+            shared.stats.setup_failed("login_timeout");
+            tracing::info!(%peer, reason = "login_timeout", "client did not finish startup within client_login_timeout");
+            None
+        }
+    }
+}
+
+/// What a completed login leads to.
+enum Serving<'a> {
+    /// The session is over already (the admin console ran to its end).
+    Ended(End),
+    /// A logged-in client to relay. Boxed: the session's task then holds a pointer to it
+    /// rather than its bytes next to the login's, whose futures are gone by then.
+    Relay(Box<Live<'a>>),
+}
+
+/// A logged-in client's relay and the registrations that must last exactly as long as it
+/// (dropped in this order when the session ends).
+struct Live<'a> {
+    relay: Relay<'a>,
+    _registration: crate::clients::ClientHandle<'a>,
+    _current: CurrentClient<'a>,
+}
+
+/// The session after startup up to the end of login; the bool in the error says whether
+/// login had completed.
+async fn serve<'a>(
+    shared: &'a Shared,
+    client: &'a mut ClientConn,
     user: &str,
     database: &str,
     params: Vec<(String, String)>,
     started: Instant,
     endpoint: Endpoint,
-) -> Result<End, (SessionError, bool)> {
+) -> Result<Serving<'a>, (SessionError, bool)> {
     let not_in = |e: SessionError| (e, false);
     if user.is_empty() {
         return Err(not_in(SessionError::NoUser));
@@ -160,6 +203,9 @@ async fn serve(
             }
         }
     }
+    // Everything held across the session's awaits stays allocated for as long as the client
+    // is connected, idle or not: what is no longer needed is dropped here and below.
+    drop(params);
 
     let login_timeout = shared.live().client_login_timeout;
     let key = PoolKey {
@@ -193,6 +239,7 @@ async fn serve(
         let _current = CurrentClient(shared, None);
         return Box::pin(crate::admin::console::serve(shared, client, user))
             .await
+            .map(Serving::Ended)
             .map_err(|e| (e, true));
     }
     let Some(cred) = cred else {
@@ -226,65 +273,99 @@ async fn serve(
         Vec::new(),
         registration.info.clone(),
     );
-    let result = async {
-        // The backend's defaults, then the client's own settings over them.
-        let mut first = None;
-        if shared.config.pool_mode == PoolMode::Session || pool.baseline().is_none() {
-            first = Some(Box::pin(relay.take_from_pool()).await?);
+    match Box::pin(finish_login(
+        &mut relay,
+        startup_settings,
+        (user, database),
+        started,
+    ))
+    .await
+    {
+        Ok(()) => Ok(Serving::Relay(Box::new(Live {
+            relay,
+            _registration: registration,
+            _current,
+        }))),
+        Err(e) => {
+            Box::pin(relay.finish()).await;
+            Err(logged_in(e))
         }
-        // Session mode: the client keeps this backend, so it is told the backend's own pid
-        // (with a secret of Tollgate's), as pg_backend_pid(), NOTIFY and pg_stat_activity say.
-        if let (PoolMode::Session, Some(conn)) = (shared.config.pool_mode, &first) {
-            if let Some(key) = shared.cancels.issue_with_pid(conn.cancel.process_id) {
-                relay.key = key;
-            }
-        }
-        let baseline = pool.baseline().unwrap_or_default();
-        let mut want = baseline.clone();
-        let mut extras = Vec::new();
-        for (k, v) in &startup_settings {
-            want.set(k, v);
-            // Every untracked setting is applied per backend, including ones the server
-            // reports (default_transaction_read_only): the baseline's value is not the client's.
-            let k = k.to_ascii_lowercase();
-            if !is_tracked(&k) && !extras.contains(&k) {
-                extras.push(k);
-            }
-        }
-        relay.want = want;
-        relay.extras = extras;
-        relay.startup = startup_settings.clone();
-        if let Some(conn) = first {
-            Box::pin(relay.attach(conn)).await?;
-        } else if relay.want.diff_sql(&baseline, &relay.extras).is_some() {
-            // Validate and normalise the client's settings now, as PostgreSQL would at login.
-            Box::pin(relay.borrow()).await?;
-        }
-        relay.maybe_release();
-
-        let mut out = BytesMut::new();
-        for (k, v) in relay.want.iter() {
-            // Announce what the server reports (the baseline's names), not the extras it never does.
-            let unreported = baseline.get(k).is_none()
-                && relay.extras.iter().any(|e| e.eq_ignore_ascii_case(k));
-            if !unreported {
-                build::parameter_status(&mut out, k, v);
-            }
-        }
-        build::backend_key_data(&mut out, relay.key.process_id, &relay.key.secret);
-        build::ready_for_query(&mut out, TxStatus::Idle);
-        relay.client.send(&out).await?;
-        // From here on only the settings that are re-applied across backends matter; keeping
-        // just those makes an idle client's state smaller.
-        let extras = relay.extras.clone();
-        relay.want.retain(|k| is_tracked(k) || extras.iter().any(|e| e == k));
-        tracing::info!(peer = %relay.client.peer, user, database, tls = relay.client.stream.is_tls(),
-            login_ms = started.elapsed().as_millis() as u64, "client connected");
-        relay.run().await
     }
-    .await;
-    Box::pin(relay.finish()).await;
-    result.map_err(logged_in)
+}
+
+/// The end of a login: the client's settings over the backend's defaults (checked on a
+/// backend when they differ from them, as PostgreSQL checks them at login), then the
+/// ParameterStatus, BackendKeyData and ReadyForQuery that tell the client it is in.
+async fn finish_login(
+    relay: &mut Relay<'_>,
+    startup_settings: Vec<(String, String)>,
+    (user, database): (&str, &str),
+    started: Instant,
+) -> Result<(), SessionError> {
+    let shared = relay.shared;
+    let pool = relay.pool.clone();
+    let mut first = None;
+    if shared.config.pool_mode == PoolMode::Session || !pool.has_baseline() {
+        first = Some(Box::pin(relay.take_from_pool()).await?);
+    }
+    // Session mode: the client keeps this backend, so it is told the backend's own pid
+    // (with a secret of Tollgate's), as pg_backend_pid(), NOTIFY and pg_stat_activity say.
+    if let (PoolMode::Session, Some(conn)) = (shared.config.pool_mode, &first) {
+        if let Some(key) = shared.cancels.issue_with_pid(conn.cancel.process_id) {
+            relay.key = key;
+        }
+    }
+    let baseline = pool.baseline().unwrap_or_default();
+    let mut want = baseline.clone();
+    let mut extras = Vec::new();
+    for (k, v) in &startup_settings {
+        want.set(k, v);
+        // Every untracked setting is applied per backend, including ones the server
+        // reports (default_transaction_read_only): the baseline's value is not the client's.
+        let k = k.to_ascii_lowercase();
+        if !is_tracked(&k) && !extras.contains(&k) {
+            extras.push(k);
+        }
+    }
+    relay.want = want;
+    relay.extras = extras;
+    relay.startup = startup_settings;
+    if let Some(conn) = first {
+        Box::pin(relay.attach(conn)).await?;
+    } else if relay.want.diff_sql(&baseline, &relay.extras).is_some() {
+        // Validate and normalise the client's settings now, as PostgreSQL would at login.
+        Box::pin(relay.borrow()).await?;
+    }
+    relay.maybe_release();
+
+    let out = login_reply(relay, &baseline);
+    relay.client.send(&out).await?;
+    // From here on only the settings that are re-applied across backends matter; keeping
+    // just those makes an idle client's state smaller.
+    let extras = &relay.extras;
+    relay
+        .want
+        .retain(|k| is_tracked(k) || extras.iter().any(|e| e == k));
+    tracing::info!(peer = %relay.client.peer, user, database, tls = relay.client.stream.is_tls(),
+        login_ms = started.elapsed().as_millis() as u64, "client connected");
+    Ok(())
+}
+
+/// ParameterStatus for each of the client's settings, BackendKeyData and ReadyForQuery: the end
+/// of a login.
+fn login_reply(relay: &Relay<'_>, baseline: &ParamSet) -> BytesMut {
+    let mut out = BytesMut::new();
+    for (k, v) in relay.want.iter() {
+        // Announce what the server reports (the baseline's names), not the extras it never does.
+        let unreported =
+            baseline.get(k).is_none() && relay.extras.iter().any(|e| e.eq_ignore_ascii_case(k));
+        if !unreported {
+            build::parameter_status(&mut out, k, v);
+        }
+    }
+    build::backend_key_data(&mut out, relay.key.process_id, &relay.key.secret);
+    build::ready_for_query(&mut out, TxStatus::Idle);
+    out
 }
 
 /// Keeps the connected-clients gauges right however the session ends.

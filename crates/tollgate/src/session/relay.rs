@@ -291,12 +291,7 @@ impl<'a> Relay<'a> {
                 }
             }
             // Take the server's spelling of tracked values so the next diff is empty.
-            for name in crate::params::TRACKED {
-                if let Some(v) = conn.params.get(name) {
-                    let v = v.to_string();
-                    self.want.set(name, &v);
-                }
-            }
+            self.want.take_tracked_from(&conn.params);
         }
         self.install(conn);
         Ok(())
@@ -306,13 +301,33 @@ impl<'a> Relay<'a> {
     /// attach it without [`attach`](Self::attach)'s future: the transaction-pooling fast
     /// path, where no future is allocated or polled per transaction.
     fn settings_match(&self, conn: &ServerConn) -> bool {
-        self.extras.is_empty()
-            && conn.extras.is_empty()
-            && self.want.diff_sql(&conn.params, &[]).is_none()
+        self.extras.is_empty() && conn.extras.is_empty() && self.want.matches(&conn.params, &[])
+    }
+
+    /// Attaches an idle backend that already has the client's settings, with no future (the
+    /// transaction-pooling fast path: nothing allocated or polled per transaction); otherwise
+    /// the borrow to await, boxed (a borrow's future is large, and an idle session should not
+    /// carry its space while it waits for the client). The connection goes straight into
+    /// the boxed borrow: held by the caller across its await, it would be part of every
+    /// session's future.
+    fn attach_idle(
+        &mut self,
+    ) -> Option<Pin<Box<impl Future<Output = Result<(), SessionError>> + use<'_, 'a>>>> {
+        let mut taken = self.pool.try_take_idle();
+        match taken.take_if(|conn| self.settings_match(conn)) {
+            Some(conn) => {
+                self.install(conn);
+                None
+            }
+            None => Some(Box::pin(self.borrow_from(taken))),
+        }
     }
 
     /// Makes `conn`, whose settings match the client's, this session's backend.
-    fn install(&mut self, conn: ServerConn) {
+    fn install(&mut self, mut conn: ServerConn) {
+        // From now on the backend's equal values are the client's own copies: the next
+        // client of the same settings compares pointers, not strings.
+        conn.params.share_equal_from(&self.want);
         self.key.set_target(Some(conn.cancel.clone()));
         self.info.set_backend(conn.cancel.process_id, conn.created);
         self.pool.stats.borrowed.inc();
@@ -413,20 +428,17 @@ impl<'a> Relay<'a> {
                 return Ok(End::Terminated);
             }
             if self.server.is_none() && !self.owed.active() && self.to_client.is_empty() {
-                match self.first_request()? {
+                // Bound first: a `match` on the `?` expression would keep its temporary (an
+                // error's size) in every session's future across the borrow's await.
+                let first = self.first_request()?;
+                match first {
                     FirstRequest::None => {}
                     FirstRequest::Terminate => return Ok(End::Terminated),
                     FirstRequest::Ready if self.draining => return Err(SessionError::ShuttingDown),
-                    // Boxed: a borrow's future is large and an idle session should not carry
-                    // its space while it waits for the client.
                     FirstRequest::Ready => {
-                        let attached = match self.pool.try_take_idle() {
-                            Some(conn) if self.settings_match(&conn) => {
-                                self.install(conn);
-                                Ok(())
-                            }
-                            Some(conn) => Box::pin(self.borrow_from(Some(conn))).await,
-                            None => Box::pin(self.borrow()).await,
+                        let attached = match self.attach_idle() {
+                            None => Ok(()),
+                            Some(borrow) => borrow.await,
                         };
                         if let Err(e) = attached {
                             self.refuse(e)?;
@@ -458,10 +470,9 @@ impl<'a> Relay<'a> {
             let waiting_on_client = self.c_scan.mid_message()
                 || (!self.flow.server_turn() && !self.s_scan.mid_message());
             if self.server.is_none() && self.client.rbuf.is_empty() && self.to_client.is_empty() {
-                // An idle client holds no buffers: thousands of idle clients cost little memory.
-                // (Over plain TCP the next read waits for readability before allocating; TLS
-                // reads need a buffer at once, so only the output buffers go there.)
-                if !self.client.stream.is_tls() && self.client.rbuf.capacity() > 0 {
+                // An idle client holds no buffers: thousands of idle clients cost little memory
+                // (the next read waits for something to read before it takes a buffer).
+                if self.client.rbuf.capacity() > 0 {
                     super::buffers::give(&mut self.client.rbuf);
                 }
                 if self.to_server.capacity() > 0 {

@@ -227,8 +227,8 @@ impl Relay<'_> {
     /// What a Query's or Parse's text does to the session: pins it, or resets settings.
     fn note_statement(&mut self, sql: &[u8]) {
         let dialect = Dialect::from_reported(
-            self.want.get("client_encoding"),
-            self.want.get("standard_conforming_strings"),
+            self.want.client_encoding(),
+            self.want.standard_conforming_strings(),
         );
         let (pin, resets) = inspect(sql, dialect);
         if let Some(r) = pin {
