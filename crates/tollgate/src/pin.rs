@@ -107,17 +107,38 @@ const DO: &[u8] = b"do";
 pub fn may_pin_or_reset(sql: &[u8]) -> bool {
     let b = sql;
     let ident = |i: Option<usize>| i.and_then(|i| b.get(i)).is_some_and(|&c| ident_cont(c));
-    (0..b.len()).any(|i| {
-        let first = b.get(i).map(u8::to_ascii_lowercase);
-        let at = |n: &[u8]| {
-            n.first().copied() == first
-                && b.get(i..i + n.len())
-                    .is_some_and(|w| w.eq_ignore_ascii_case(n))
-        };
-        NEEDLES.iter().any(|n| at(n))
-            || (at(DO) && !ident(i.checked_sub(1)) && !ident(Some(i + DO.len())))
+    let starts = |rest: &[u8], n: &[u8]| {
+        rest.get(..n.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(n))
+    };
+    b.iter().enumerate().any(|(i, &c)| {
+        // Per statement on the relay's path: most bytes start no needle, and the two-letter
+        // table rejects them without comparing any needle.
+        let second = b.get(i + 1).map_or(0, |&n| n.to_ascii_lowercase());
+        let allowed = NEEDLE_PAIRS.get(usize::from(c)).copied().unwrap_or(0);
+        if !second.is_ascii_lowercase() || allowed & (1 << (second - b'a')) == 0 {
+            return false;
+        }
+        let rest = b.get(i..).unwrap_or_default();
+        NEEDLES.iter().any(|n| starts(rest, n))
+            || (starts(rest, DO) && !ident(i.checked_sub(1)) && !ident(Some(i + DO.len())))
     })
 }
+
+/// For each byte, the second letters (bit `l - b'a'`) with which it starts a needle of
+/// [`NEEDLES`] or [`DO`], either case: `se`, `pr`, `li`, `lo`, … Zero for bytes that start none.
+const NEEDLE_PAIRS: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut k = 0;
+    while k <= NEEDLES.len() {
+        let needle = if k < NEEDLES.len() { NEEDLES[k] } else { DO };
+        let bit = 1u32 << (needle[1] - b'a');
+        table[needle[0] as usize] |= bit;
+        table[needle[0].to_ascii_uppercase() as usize] |= bit;
+        k += 1;
+    }
+    table
+};
 
 /// Both answers for one statement text, with one pre-filter pass and (nearly always) one lex:
 /// the first reason `sql` must pin its session, and the resets in it. What the relay calls

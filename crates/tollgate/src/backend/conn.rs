@@ -24,8 +24,33 @@ pub struct CancelTarget {
     pub target: Option<std::sync::Arc<crate::topology::Target>>,
 }
 
-/// A logged-in backend connection.
-pub struct ServerConn {
+/// A logged-in backend connection, boxed: it moves between the pool and sessions on every
+/// borrow, and a session holds a slot for one, so it moves as a pointer and an idle session's
+/// empty slot is a pointer's size rather than the whole state's.
+pub struct ServerConn(Box<ServerConnData>);
+
+impl ServerConn {
+    /// Boxes a connection's state.
+    pub fn new(data: ServerConnData) -> Self {
+        ServerConn(Box::new(data))
+    }
+}
+
+impl std::ops::Deref for ServerConn {
+    type Target = ServerConnData;
+    fn deref(&self) -> &ServerConnData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerConn {
+    fn deref_mut(&mut self) -> &mut ServerConnData {
+        &mut self.0
+    }
+}
+
+/// What a backend connection is: its socket and what the proxy knows about it.
+pub struct ServerConnData {
     /// The socket.
     pub stream: Stream,
     /// Bytes read from the server and not yet handled.
@@ -66,7 +91,7 @@ impl std::fmt::Debug for ServerConn {
     }
 }
 
-impl ServerConn {
+impl ServerConnData {
     /// Reads one whole message (control path only).
     pub async fn read_message(&mut self) -> Result<frame::Message, BackendError> {
         loop {
@@ -196,7 +221,9 @@ impl ServerConn {
         }
         result
     }
+}
 
+impl ServerConn {
     /// Sends Terminate so the server ends the session cleanly; errors are irrelevant here.
     pub async fn terminate(mut self) {
         let mut out = BytesMut::new();

@@ -1,7 +1,7 @@
 //! Opening a backend connection: TCP, optional TLS by sslmode, StartupMessage, the login the
 //! server asks for ("Message Flow: Start-up"), then init_query.
 
-use super::conn::{CancelTarget, ServerConn};
+use super::conn::{CancelTarget, ServerConn, ServerConnData};
 use super::{BackendError, IamTokenSource};
 use crate::config::{InstanceAddr, SslMode, Upstream};
 use crate::params::ParamSet;
@@ -339,7 +339,7 @@ impl Connector {
             .unwrap_or_default();
         let stream = self.open_stream(addr).await?;
         let now = Instant::now();
-        let mut conn = ServerConn {
+        let mut conn = ServerConn::new(ServerConnData {
             stream,
             rbuf: BytesMut::with_capacity(8192),
             params: ParamSet::default(),
@@ -358,7 +358,7 @@ impl Connector {
             slot: None,
             lease: None,
             loss_epoch: 0,
-        };
+        });
         let mut out = BytesMut::new();
         build::startup_message(&mut out, startup);
         conn.write_all(&out).await?;

@@ -7,7 +7,7 @@ pub mod connect;
 pub mod error;
 pub mod iam;
 
-pub use conn::{CancelTarget, ServerConn};
+pub use conn::{CancelTarget, ServerConn, ServerConnData};
 pub use connect::{Connector, Credential, LoginProof};
 pub use error::BackendError;
 pub use iam::IamTokenSource;

@@ -488,6 +488,36 @@ mod prefilter {
         }
     }
 
+    /// The pre-filter as first written, a needle compare at every byte: the fast one must
+    /// answer as it does.
+    fn may_pin_or_reset_by_every_needle_at_every_byte(b: &[u8]) -> bool {
+        let ident = |i: Option<usize>| i.and_then(|i| b.get(i)).is_some_and(|&c| ident_cont(c));
+        (0..b.len()).any(|i| {
+            let at = |n: &[u8]| {
+                b.get(i..i + n.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(n))
+            };
+            NEEDLES.iter().any(|n| at(n))
+                || (at(DO) && !ident(i.checked_sub(1)) && !ident(Some(i + DO.len())))
+        })
+    }
+
+    proptest! {
+        /// The two-letter table rejects only bytes that start no needle: on statement-like
+        /// text and on arbitrary bytes the pre-filter answers as a compare at every byte does.
+        #[test]
+        fn the_pair_table_skips_only_what_no_needle_starts(
+            parts in prop::collection::vec(fragment(), 0..12),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let sql = parts.concat();
+            prop_assert_eq!(may_pin_or_reset(&sql), may_pin_or_reset_by_every_needle_at_every_byte(&sql));
+            prop_assert_eq!(may_pin_or_reset(&noise), may_pin_or_reset_by_every_needle_at_every_byte(&noise));
+            let mixed = [&noise[..], &sql[..]].concat();
+            prop_assert_eq!(may_pin_or_reset(&mixed), may_pin_or_reset_by_every_needle_at_every_byte(&mixed));
+        }
+    }
+
     #[test]
     fn ordinary_queries_skip_the_lexer_and_keywords_do_not() {
         for sql in [

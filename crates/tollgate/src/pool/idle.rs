@@ -271,7 +271,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{CancelTarget, Connector};
+    use crate::backend::{CancelTarget, Connector, ServerConnData};
     use crate::pool::{Global, PoolKey, PoolSettings};
     use crate::stream::Stream;
     use bytes::{Bytes, BytesMut};
@@ -287,7 +287,7 @@ mod tests {
             .unwrap();
         let (theirs, _) = listener.accept().await.unwrap();
         let now = Instant::now();
-        let conn = ServerConn {
+        let conn = ServerConn::new(ServerConnData {
             stream: Stream::Plain(ours),
             rbuf: BytesMut::new(),
             params: Default::default(),
@@ -306,7 +306,7 @@ mod tests {
             lease: None,
             loss_epoch: 0,
             statements: Default::default(),
-        };
+        });
         (conn, theirs)
     }
 

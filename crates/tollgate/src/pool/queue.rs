@@ -40,6 +40,7 @@ impl Pool {
     /// Gives a connection back after use. Broken, mid-transaction or over-age connections are
     /// closed instead of lent again.
     pub fn put(&self, conn: ServerConn) {
+        let now = Instant::now();
         let serves = conn.lease.as_ref().is_none_or(|l| {
             self.connector
                 .topology()
@@ -48,7 +49,7 @@ impl Pool {
         if conn.broken
             || !serves
             || conn.tx_status != TxStatus::Idle
-            || conn.created.elapsed() >= self.settings().server_lifetime
+            || now.saturating_duration_since(conn.created) >= self.settings().server_lifetime
         {
             close(conn);
             return;
@@ -80,7 +81,7 @@ impl Pool {
                         dead = Some(c);
                         None
                     } else if self.global.try_add_idle() {
-                        c.idle_since = Instant::now();
+                        c.idle_since = now;
                         st.idle.push_back(c);
                         None
                     } else {

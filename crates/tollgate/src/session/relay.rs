@@ -605,7 +605,7 @@ impl<'a> Relay<'a> {
         let may_read_client = self.may_read_client();
         std::future::poll_fn(|cx| {
             let mut moved = false;
-            if let Some(server) = self.server.as_mut() {
+            if let Some(server) = self.server.as_deref_mut() {
                 let s = &mut server.stream;
                 if !self.to_server.is_empty() {
                     match Pin::new(&mut *s).poll_write(cx, &self.to_server) {
